@@ -1,0 +1,52 @@
+# scaleops — every target installs what it needs first (see README "Quickstart").
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup system-packages demo test test-unit bench lint sandbox-up sandbox-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: system-packages $(STAMP) ## install Debian packages, .venv and Python deps (idempotent)
+
+system-packages: ## install the sandbox's Debian packages when missing (root), or name them
+	@bash scripts/ensure-system-packages.sh
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	@$(BIN)/uv pip sync -q --python $(BIN)/python requirements/lock.txt
+	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+demo: setup ## bring the sandbox up and run every duty once against it
+	$(BIN)/scaleops demo
+
+test: setup ## start the services the tests need and run the whole suite
+	$(BIN)/python -m pytest
+
+test-unit: setup ## unit tests only (no services)
+	$(BIN)/python -m pytest tests/unit
+
+bench: setup ## run every benchmark beside its expert baseline
+	$(BIN)/python -m bench
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+sandbox-up: setup ## start every sandbox service
+	$(BIN)/scaleops sandbox up
+
+sandbox-down: ## stop the sandbox's processes
+	-$(BIN)/scaleops sandbox down
+
+clean: sandbox-down ## remove the venv and sandbox state
+	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""One module per duty: a flow composes tasks and returns a typed report."""

@@ -1,0 +1,243 @@
+"""The `scaleops` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scaleops.runner import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
+from scaleops.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="scaleops: a Web3 platform's scaling and reliability duties as Prefect flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show and check the effective settings.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The local sandbox of real services on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(sandbox_app, name="sandbox")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _settings() -> Settings:
+    """Load settings or exit 2 with one line per bad field."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        for name, message in exc.problems:
+            err.print(f"[red]invalid setting[/red] {name}: {message}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ config
+@config_app.command("show")
+def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print the effective settings, every secret masked."""
+    data = _settings().masked()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("setting", "value", box=None)
+
+    def rows(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                rows(f"{prefix}__{key.upper()}" if prefix else key.upper(), inner)
+        else:
+            name = "PREFECT_API_URL" if prefix == "PREFECT_API_URL" else f"SCALEOPS_{prefix}"
+            table.add_row(name, "" if value is None else str(value))
+
+    rows("", data)
+    out.print(table)
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the settings; exit 2 naming each bad field."""
+    _settings()
+    err.print("[green]settings are valid[/green]")
+
+
+# ------------------------------------------------------------------------------------------------ sandbox
+def _sandbox() -> Any:
+    from scaleops.sandbox.manager import Sandbox
+
+    return Sandbox(_settings())
+
+
+def _sandbox_error(exc: Exception) -> typer.Exit:
+    err.print(f"[red]sandbox:[/red] {exc}", highlight=False)
+    return typer.Exit(EXIT_FAILED)
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated services (their dependencies come too)")
+    ] = None,
+) -> None:
+    """Start the sandbox's services (idempotent: running ones are left alone) and wait until healthy."""
+    from scaleops.sandbox.services import SandboxError
+
+    sandbox = _sandbox()
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    try:
+        status = sandbox.up(names, progress=lambda msg: err.print(f"  {msg}", highlight=False))
+    except SandboxError as exc:
+        raise _sandbox_error(exc) from None
+    _print_status(status)
+    err.print(f"settings for this sandbox: eval \"$(scaleops sandbox env)\"  (state in {sandbox.dir})")
+
+
+@sandbox_app.command("down")
+def sandbox_down(purge: Annotated[bool, typer.Option(help="also delete all sandbox data")] = False) -> None:
+    """Stop the sandbox's own processes (by PID)."""
+    _sandbox().down(purge=purge, progress=lambda msg: err.print(f"  {msg}", highlight=False))
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    table = Table("service", "healthy", "url", "pids", box=None)
+    for name, entry in status.items():
+        mark = "[green]yes[/green]" if entry["healthy"] else "[red]no[/red]"
+        table.add_row(name, mark, entry["url"] or "-", ",".join(map(str, entry["pids"])) or "-")
+    err.print(table, width=max(err.width, 160))
+
+
+@sandbox_app.command("status")
+def sandbox_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON keyed by service")] = False,
+) -> None:
+    """Show each service: healthy or not, URL, PIDs. Exit 1 when any is unhealthy."""
+    status = _sandbox().status()
+    if as_json:
+        _print_json(status)
+    else:
+        _print_status(status)
+    if not all(entry["healthy"] for entry in status.values()):
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+@sandbox_app.command("env")
+def sandbox_env(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print `export` lines that point scaleops at the sandbox: eval "$(scaleops sandbox env)"."""
+    from scaleops.sandbox.services import SandboxError
+
+    try:
+        values = _sandbox().env()
+    except SandboxError as exc:
+        raise _sandbox_error(exc) from None
+    if as_json:
+        _print_json(values)
+        return
+    for key, value in values.items():
+        sys.stdout.write(f"export {key}={shlex.quote(value)}\n")
+
+
+# ------------------------------------------------------------------------------------------------ duties
+@app.command("duties")
+def duties() -> None:
+    """List the duties `scaleops run` knows."""
+    from scaleops.duties import DUTIES
+
+    table = Table("duty", "events", "what it does", box=None)
+    for duty in DUTIES.values():
+        table.add_row(duty.name, f"scaleops.{duty.events}.*", duty.summary)
+    out.print(table)
+
+
+@app.command("run")
+def run(
+    duty: Annotated[str, typer.Argument(help="duty name (see `scaleops duties`)")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="flow parameter key=value (JSON values parsed)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
+) -> None:
+    """Run one duty's flow now (against PREFECT_API_URL when set).
+
+    Exit 0: completed, every check passed; 1: completed and found problems; 2: failed or bad input.
+    """
+    from scaleops.redaction import Redactor
+    from scaleops.runner import BadInput, exit_code, parse_params, run_duty
+
+    settings = _settings()
+    redactor = Redactor(settings.secrets())
+    try:
+        report = run_duty(duty, parse_params(param or []))
+    except BadInput as exc:
+        err.print(f"[red]bad input:[/red] {redactor.text(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except Exception as exc:
+        err.print(f"[red]{duty} failed:[/red] {redactor.text(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        sys.stdout.write(redactor.text(report.model_dump_json(indent=2)) + "\n")
+    else:
+        verdict = "[green]ok[/green]" if report.ok else "[red]problems found[/red]"
+        err.print(f"{duty}: {verdict}")
+        for problem in report.problems:
+            err.print(f"  - {redactor.text(problem)}", highlight=False)
+    raise typer.Exit(exit_code(report))
+
+
+@app.command("demo")
+def demo() -> None:
+    """Bring the sandbox up and run every duty once against it; print a summary and the Prefect UI."""
+    from scaleops.duties import DUTIES
+    from scaleops.redaction import Redactor
+    from scaleops.runner import run_duty
+    from scaleops.sandbox.manager import Sandbox, apply_env
+    from scaleops.sandbox.services import SandboxError
+
+    sandbox = Sandbox(_settings())
+    err.print("[bold]starting the sandbox[/bold]")
+    try:
+        status = sandbox.up(progress=lambda msg: err.print(f"  {msg}", highlight=False))
+    except SandboxError as exc:
+        raise _sandbox_error(exc) from None
+    apply_env(sandbox.env())
+    settings = _settings()
+    redactor = Redactor(settings.secrets())
+    table = Table("duty", "result", "seconds", "problems", box=None)
+    worst = EXIT_OK
+    for name in DUTIES:
+        err.print(f"[bold]running {name}[/bold]")
+        try:
+            report = run_duty(name, {})
+        except Exception as exc:
+            table.add_row(name, "[red]failed[/red]", "-", redactor.text(str(exc)))
+            worst = EXIT_FAILED
+            continue
+        seconds = (report.finished_at or report.started_at) - report.started_at
+        result = "[green]ok[/green]" if report.ok else "[yellow]problems[/yellow]"
+        table.add_row(name, result, f"{seconds.total_seconds():.1f}", redactor.text("; ".join(report.problems)))
+        if not report.ok:
+            worst = max(worst, EXIT_PROBLEMS)
+    out.print(table)
+    ui = status["prefect"]["url"]
+    out.print(f"Prefect UI: {ui}  (flow runs, artifacts and events of this demo are there)")
+    out.print(f'Use this sandbox from a shell: eval "$({os.path.basename(sys.argv[0])} sandbox env)"')
+    raise typer.Exit(worst)
+
+
+def main() -> None:  # pragma: no cover - console script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

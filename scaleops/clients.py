@@ -1,0 +1,89 @@
+"""The one place each system's client is built from settings. Nothing else reads connection secrets.
+
+Callers own what they get (close it, or use it as a context manager); there are no module-level
+connections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from scaleops.settings import Settings
+
+if TYPE_CHECKING:
+    import psycopg
+    import redis
+    import redis.cluster
+
+PostgresRole = Literal["primary", "replica", "restore"]
+S3Region = Literal["primary", "replica"]
+
+
+def postgres_dsn(settings: Settings, role: PostgresRole = "primary") -> str:
+    """The libpq connection string for a role (the restore server falls back to the primary)."""
+    pg = settings.postgres
+    secret = {"primary": pg.dsn, "replica": pg.replica_dsn, "restore": pg.restore_dsn or pg.dsn}[role]
+    if secret is None:
+        raise ValueError(f"SCALEOPS_POSTGRES__{role.upper()}_DSN is not set")
+    return secret.get_secret_value()
+
+
+def postgres_connect(
+    settings: Settings, role: PostgresRole = "primary", *, dbname: str | None = None, **kwargs: Any
+) -> psycopg.Connection[Any]:
+    """Open a psycopg 3 connection; `dbname` overrides the DSN's database."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    conninfo = postgres_dsn(settings, role)
+    extra: dict[str, Any] = {"connect_timeout": int(settings.postgres.connect_timeout_seconds)}
+    if dbname:
+        extra["dbname"] = dbname
+    return psycopg.connect(make_conninfo(conninfo, **extra), application_name="scaleops", **kwargs)
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A client for the standalone Redis."""
+    import redis
+
+    timeout = settings.redis.socket_timeout_seconds
+    return redis.Redis.from_url(
+        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout, **kwargs
+    )
+
+
+def redis_cluster_client(settings: Settings, **kwargs: Any) -> redis.cluster.RedisCluster:
+    """A cluster-aware client that discovers every node from the one in SCALEOPS_REDIS__CLUSTER_URL."""
+    from redis.cluster import RedisCluster
+
+    if not settings.redis.cluster_url:
+        raise ValueError("SCALEOPS_REDIS__CLUSTER_URL is not set")
+    timeout = settings.redis.socket_timeout_seconds
+    return RedisCluster.from_url(
+        settings.redis.cluster_url, socket_timeout=timeout, socket_connect_timeout=timeout, **kwargs
+    )
+
+
+def s3_client(settings: Settings, region: S3Region = "primary") -> Any:
+    """A boto3 S3 client for the primary or the replica region (adaptive retries for throttling)."""
+    import boto3
+    from botocore.config import Config
+
+    s3 = settings.s3
+    config = Config(
+        region_name=s3.primary_region if region == "primary" else s3.replica_region,
+        retries={"mode": "adaptive", "max_attempts": 5},
+        max_pool_connections=s3.max_pool_connections,
+        s3={"addressing_style": "path"} if s3.endpoint_url else {},
+    )
+    credentials: dict[str, str] = {}
+    if s3.access_key_id and s3.secret_access_key:
+        credentials = {
+            "aws_access_key_id": s3.access_key_id.get_secret_value(),
+            "aws_secret_access_key": s3.secret_access_key.get_secret_value(),
+        }
+    return boto3.session.Session().client("s3", endpoint_url=s3.endpoint_url, config=config, **credentials)
+
+
+def s3_bucket(settings: Settings, region: S3Region = "primary") -> str:
+    return settings.s3.primary_bucket if region == "primary" else settings.s3.replica_bucket

@@ -1,0 +1,98 @@
+"""Keep secrets out of logs, artifacts, events and error messages.
+
+`Redactor` replaces every configured secret (and the password inside any URL) with `****`.
+`SecretFilter` is a logging filter built on it; `install_log_filter` puts one on every handler, Prefect's
+API log handler included, so a secret that reaches a log call never reaches a terminal or the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "****"
+# user:password@ inside any URL, whatever the scheme.
+_URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)")
+# password=... in libpq key=value strings and similar.
+_KV_PASSWORD = re.compile(r"(?P<prefix>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.IGNORECASE)
+
+
+class Redactor:
+    """Masks known secret values and URL/DSN passwords in text and nested data."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self._secrets: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        """Mask these values too (values shorter than 4 characters are ignored: they would mask words)."""
+        known = {s for s in (*self._secrets, *secrets) if s and len(s) >= 4}
+        self._secrets = sorted(known, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, self._secrets))) if self._secrets else None
+
+    def text(self, value: str) -> str:
+        if self._pattern is not None:
+            value = self._pattern.sub(MASK, value)
+        value = _URL_PASSWORD.sub(lambda m: f"{m['prefix']}{MASK}{m['at']}", value)
+        return _KV_PASSWORD.sub(lambda m: f"{m['prefix']}{MASK}", value)
+
+    def data(self, value: Any) -> Any:
+        """Redact every string inside dicts, lists and tuples (for event payloads and reports)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v) for v in value]
+        return value
+
+
+class SecretFilter(logging.Filter):
+    """Rewrites each record's message (and traceback) with its secrets masked. Never drops a record."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__("scaleops.secrets")
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_scaleops_redacted", False):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep what we have
+            message = str(record.msg)
+        record.msg = self.redactor.text(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+            record.exc_info = None
+        record._scaleops_redacted = True
+        return True
+
+
+def _handlers() -> Iterable[logging.Handler]:
+    yield from logging.getLogger().handlers
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            yield from logger.handlers
+
+
+def install_log_filter(redactor: Redactor) -> SecretFilter:
+    """Attach one SecretFilter to every handler that exists now (call after Prefect set up logging)."""
+    secret_filter = SecretFilter(redactor)
+    for handler in _handlers():
+        if not any(isinstance(f, SecretFilter) for f in handler.filters):
+            handler.addFilter(secret_filter)
+    return secret_filter
+
+
+def protect(secrets: Iterable[str]) -> Redactor:
+    """Build the Redactor for these secrets and put its filter on every log handler; return it."""
+    redactor = Redactor(secrets)
+    install_log_filter(redactor)
+    return redactor

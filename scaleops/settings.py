@@ -1,0 +1,287 @@
+"""The one settings model: environment (`SCALEOPS_*`, nested with `__`) over an optional TOML file.
+
+Every system has one section here; every client is built from it in one place (`scaleops.clients`).
+Secrets are `SecretStr` (or DSNs whose password is masked) and never leave this module in clear text
+except through `.get_secret_value()` at the point where a client is made.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RedisDsn,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "SCALEOPS_"
+NESTED_DELIMITER = "__"
+CONFIG_FILE_ENV = "SCALEOPS_CONFIG"
+MASK = "****"
+
+_redis_dsn: TypeAdapter[RedisDsn] = TypeAdapter(RedisDsn)
+
+
+class ConfigError(ValueError):
+    """Settings could not be loaded; `problems` holds one (env-var name, message) per bad field."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {msg}" for name, msg in problems))
+
+
+def mask_url_password(url: str) -> str:
+    """`scheme://user:secret@host/db` -> `scheme://user:****@host/db`; key=value DSNs mask `password=`."""
+    if "://" not in url:
+        parts = []
+        for token in url.split():
+            key, sep, _ = token.partition("=")
+            parts.append(f"{key}={MASK}" if sep and key.strip().lower() == "password" else token)
+        return " ".join(parts)
+    split = urlsplit(url)
+    if split.password is None:
+        return url
+    userinfo = f"{split.username or ''}:{MASK}"
+    host = split.netloc.rsplit("@", 1)[1]
+    return urlunsplit(split._replace(netloc=f"{userinfo}@{host}"))
+
+
+def url_password(url: str) -> str | None:
+    """The password inside a URL or key=value DSN, if any (so the log filter can mask it)."""
+    if "://" in url:
+        return urlsplit(url).password
+    for token in url.split():
+        key, sep, value = token.partition("=")
+        if sep and key.strip().lower() == "password":
+            return value.strip("'")
+    return None
+
+
+def _check_postgres_dsn(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value.get_secret_value())
+    except Exception as exc:  # libpq's parser: message names the problem, never the password
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a valid PostgreSQL connection string ({mask_url_password(reason)})") from None
+    return value
+
+
+def _check_redis_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        _redis_dsn.validate_python(value)
+    except ValidationError:
+        raise ValueError(
+            "not a valid Redis URL (expected redis://[user:password@]host:port[/db] or rediss://...)"
+        ) from None
+    split = urlsplit(value)
+    try:
+        split.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ValueError("not a valid Redis URL (the port is not a number)") from None
+    if not split.hostname and split.scheme != "unix":
+        raise ValueError("not a valid Redis URL (no host)")
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class PostgresSettings(Section):
+    """The platform's PostgreSQL primary and its streaming replica."""
+
+    dsn: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:5432/postgres"),
+        description="primary server (libpq URL or key=value string)",
+    )
+    replica_dsn: SecretStr | None = Field(default=None, description="streaming replica, read-only")
+    restore_dsn: SecretStr | None = Field(
+        default=None, description="server that restore tests write scratch databases to (default: dsn)"
+    )
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+
+    _check = field_validator("dsn", "replica_dsn", "restore_dsn")(_check_postgres_dsn)
+
+
+class RedisSettings(Section):
+    """The cache: a standalone Redis and a Redis Cluster."""
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="standalone Redis")
+    cluster_url: str | None = Field(default=None, description="any node of the Redis Cluster")
+    socket_timeout_seconds: float = Field(default=10, gt=0)
+
+    _check = field_validator("url", "cluster_url")(_check_redis_url)
+
+
+class S3Settings(Section):
+    """Object storage in two regions: the primary bucket and its cross-region replica."""
+
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint; unset means AWS itself")
+    primary_region: str = "us-east-1"
+    primary_bucket: str = "scaleops-backups"
+    replica_region: str = "us-west-2"
+    replica_bucket: str = "scaleops-backups-replica"
+    access_key_id: SecretStr | None = Field(default=None, description="unset: the default AWS chain")
+    secret_access_key: SecretStr | None = None
+    max_pool_connections: int = Field(default=32, ge=1)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid endpoint URL (expected http(s)://host[:port])")
+        return value
+
+    @field_validator("primary_bucket", "replica_bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        ok = 3 <= len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
+        ok = ok and all(c.islower() or c.isdigit() or c in "-." for c in value)
+        if not ok:
+            raise ValueError("not a valid S3 bucket name (3-63 of a-z, 0-9, '-', '.')")
+        return value
+
+
+class SandboxSettings(Section):
+    """The local sandbox of real services (`scaleops sandbox ...`)."""
+
+    dir: Path = Field(default=Path(".sandbox"), description="state, data, logs and PID files")
+    replication_delay_seconds: float = Field(
+        default=1.0, ge=0, description="how long the S3 replicator waits before copying an object"
+    )
+    start_timeout_seconds: float = Field(default=90, gt=0)
+
+
+class LoggingSettings(Section):
+    """Extra values to mask in every log line, artifact and event, beyond the secrets above."""
+
+    extra_secrets: list[SecretStr] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """Everything scaleops reads from its environment. See README "Configuration"."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    prefect_api_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),
+        description="Prefect API (PREFECT_API_URL); unset runs flows on a temporary local server",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError([(CONFIG_FILE_ENV, f"config file {path} does not exist")])
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the settings, for the log filter and the report publisher."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                found.append(raw)
+                password = url_password(raw)
+                if password:
+                    found.append(password)
+            elif isinstance(value, str) and ("://" in value):
+                password = url_password(value)
+                if password:
+                    found.append(password)
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name))
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    walk(item)
+
+        walk(self)
+        return sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, every secret masked (for `config show`)."""
+
+        def dump(value: Any) -> Any:
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                return mask_url_password(raw) if url_password(raw) else MASK
+            if isinstance(value, str) and "://" in value:
+                return mask_url_password(value)
+            if isinstance(value, BaseModel):
+                return {name: dump(getattr(value, name)) for name in type(value).model_fields}
+            if isinstance(value, list | tuple):
+                return [dump(v) for v in value]
+            if isinstance(value, Path):
+                return str(value)
+            return value
+
+        return dump(self)
+
+
+def env_name(loc: tuple[Any, ...]) -> str:
+    """('redis', 'url') -> 'SCALEOPS_REDIS__URL' (the name a person sets)."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if parts == ["prefect_api_url"]:
+        return "PREFECT_API_URL"
+    return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate; raise ConfigError naming every bad field (never echoing its value)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append((env_name(tuple(err["loc"])), message))
+        raise ConfigError(problems) from None

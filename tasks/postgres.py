@@ -1,0 +1,44 @@
+"""PostgreSQL: everything scaleops asks of the primary, the replica and the restore server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaleops.clients import PostgresRole, postgres_connect
+from scaleops.retry import io_task
+from scaleops.settings import Settings
+from tasks.health import Check, timed_check
+
+
+def server_facts(conn: Any) -> dict[str, Any]:
+    """Version, recovery state and, on a replica, how far behind replay is."""
+    row = conn.execute(
+        "select current_setting('server_version'), pg_is_in_recovery(),"
+        " case when pg_is_in_recovery()"
+        "   then extract(epoch from now() - coalesce(pg_last_xact_replay_timestamp(), now())) end"
+    ).fetchone()
+    version, in_recovery, replay_delay = row
+    facts: dict[str, Any] = {"server_version": version, "in_recovery": bool(in_recovery)}
+    if replay_delay is not None:
+        facts["replay_delay_seconds"] = float(replay_delay)
+    return facts
+
+
+def check_postgres(settings: Settings, role: PostgresRole) -> Check:
+    """Connect as `role`; a replica must be in recovery, a primary must not."""
+
+    def probe() -> tuple[bool, str, dict[str, Any]]:
+        with postgres_connect(settings, role, autocommit=True) as conn:
+            facts = server_facts(conn)
+        want_recovery = role == "replica"
+        if facts["in_recovery"] != want_recovery:
+            expected = "in recovery (a replica)" if want_recovery else "writable (a primary)"
+            return False, f"expected the server to be {expected}", facts
+        return True, f"PostgreSQL {facts['server_version']}", facts
+
+    return timed_check(f"postgres_{role}", role, probe)
+
+
+@io_task(task_run_name="postgres-health-{role}")
+def postgres_health(settings: Settings, role: PostgresRole) -> Check:
+    return check_postgres(settings, role)
