@@ -9,18 +9,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from prefect import flow
 from pydantic import Field
 
+from scaleops.duties import duty_flow
 from scaleops.redaction import protect
-from scaleops.reporting import DutyReport, failure_hook, publish_report, utcnow
+from scaleops.reporting import DutyReport, publish_report, utcnow
 from scaleops.settings import Settings, load_settings
 from tasks.health import Check
 from tasks.postgres import postgres_health
 from tasks.redis import redis_health
 from tasks.s3 import s3_health
 
-System = Literal["postgres_primary", "postgres_replica", "redis_standalone", "redis_cluster", "s3_primary", "s3_replica"]
+System = Literal[
+    "postgres_primary", "postgres_replica", "redis_standalone", "redis_cluster", "s3_primary", "s3_replica"
+]
 ALL_SYSTEMS: tuple[System, ...] = (
     "postgres_primary",
     "postgres_replica",
@@ -56,14 +58,13 @@ def render_markdown(report: PreflightReport) -> str:
         "|---|---|---|---|---|",
     ]
     for c in report.checks:
-        lines.append(f"| {c.system} | `{c.target}` | {'yes' if c.ok else '**no**'} | {c.detail} | {c.seconds} |")
+        lines.append(
+            f"| {c.system} | `{c.target}` | {'yes' if c.ok else '**no**'} | {c.detail} | {c.seconds} |"
+        )
     return "\n".join(lines)
 
 
-_FAILED = failure_hook("preflight", "preflight")
-
-
-@flow(name="preflight", on_failure=[_FAILED], on_crashed=[_FAILED], log_prints=True)
+@duty_flow("preflight", "preflight")
 def preflight(systems: list[System] | None = None, as_of: datetime | None = None) -> PreflightReport:
     """Probe every configured system (or only `systems`) and report which answer."""
     settings = load_settings()
@@ -74,11 +75,11 @@ def preflight(systems: list[System] | None = None, as_of: datetime | None = None
     for system in wanted:
         kind, _, which = system.partition("_")
         if kind == "postgres":
-            futures.append(postgres_health.submit(settings, which))  # type: ignore[arg-type]
+            futures.append(postgres_health.submit(settings, which))
         elif kind == "redis":
-            futures.append(redis_health.submit(settings, which))  # type: ignore[arg-type]
+            futures.append(redis_health.submit(settings, which))
         else:
-            futures.append(s3_health.submit(settings, which))  # type: ignore[arg-type]
+            futures.append(s3_health.submit(settings, which))
     for future in futures:
         check: Check = future.result()
         check.detail = redactor.text(check.detail)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scaleops.runner import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
@@ -36,8 +37,12 @@ def _settings() -> Settings:
         return load_settings()
     except ConfigError as exc:
         for name, message in exc.problems:
-            err.print(f"[red]invalid setting[/red] {name}: {message}", highlight=False)
+            err.print(f"[red]invalid setting[/red] {name}: {escape(message)}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _progress(message: str) -> None:
+    err.print(f"  {escape(message)}", highlight=False)
 
 
 def _print_json(data: Any) -> None:
@@ -81,7 +86,7 @@ def _sandbox() -> Any:
 
 
 def _sandbox_error(exc: Exception) -> typer.Exit:
-    err.print(f"[red]sandbox:[/red] {exc}", highlight=False)
+    err.print(f"[red]sandbox:[/red] {escape(str(exc))}", highlight=False)
     return typer.Exit(EXIT_FAILED)
 
 
@@ -97,17 +102,17 @@ def sandbox_up(
     sandbox = _sandbox()
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     try:
-        status = sandbox.up(names, progress=lambda msg: err.print(f"  {msg}", highlight=False))
+        status = sandbox.up(names, progress=_progress)
     except SandboxError as exc:
         raise _sandbox_error(exc) from None
     _print_status(status)
-    err.print(f"settings for this sandbox: eval \"$(scaleops sandbox env)\"  (state in {sandbox.dir})")
+    err.print(f'settings for this sandbox: eval "$(scaleops sandbox env)"  (state in {sandbox.dir})')
 
 
 @sandbox_app.command("down")
 def sandbox_down(purge: Annotated[bool, typer.Option(help="also delete all sandbox data")] = False) -> None:
     """Stop the sandbox's own processes (by PID)."""
-    _sandbox().down(purge=purge, progress=lambda msg: err.print(f"  {msg}", highlight=False))
+    _sandbox().down(purge=purge, progress=_progress)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -180,10 +185,10 @@ def run(
     try:
         report = run_duty(duty, parse_params(param or []))
     except BadInput as exc:
-        err.print(f"[red]bad input:[/red] {redactor.text(str(exc))}", highlight=False)
+        err.print(f"[red]bad input:[/red] {escape(redactor.text(str(exc)))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as exc:
-        err.print(f"[red]{duty} failed:[/red] {redactor.text(str(exc))}", highlight=False)
+        err.print(f"[red]{escape(duty)} failed:[/red] {escape(redactor.text(str(exc)))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         sys.stdout.write(redactor.text(report.model_dump_json(indent=2)) + "\n")
@@ -191,7 +196,7 @@ def run(
         verdict = "[green]ok[/green]" if report.ok else "[red]problems found[/red]"
         err.print(f"{duty}: {verdict}")
         for problem in report.problems:
-            err.print(f"  - {redactor.text(problem)}", highlight=False)
+            err.print(f"  - {escape(redactor.text(problem))}", highlight=False)
     raise typer.Exit(exit_code(report))
 
 
@@ -207,7 +212,7 @@ def demo() -> None:
     sandbox = Sandbox(_settings())
     err.print("[bold]starting the sandbox[/bold]")
     try:
-        status = sandbox.up(progress=lambda msg: err.print(f"  {msg}", highlight=False))
+        status = sandbox.up(progress=_progress)
     except SandboxError as exc:
         raise _sandbox_error(exc) from None
     apply_env(sandbox.env())
@@ -220,12 +225,14 @@ def demo() -> None:
         try:
             report = run_duty(name, {})
         except Exception as exc:
-            table.add_row(name, "[red]failed[/red]", "-", redactor.text(str(exc)))
+            table.add_row(name, "[red]failed[/red]", "-", escape(redactor.text(str(exc))))
             worst = EXIT_FAILED
             continue
         seconds = (report.finished_at or report.started_at) - report.started_at
         result = "[green]ok[/green]" if report.ok else "[yellow]problems[/yellow]"
-        table.add_row(name, result, f"{seconds.total_seconds():.1f}", redactor.text("; ".join(report.problems)))
+        table.add_row(
+            name, result, f"{seconds.total_seconds():.1f}", escape(redactor.text("; ".join(report.problems)))
+        )
         if not report.ok:
             worst = max(worst, EXIT_PROBLEMS)
     out.print(table)

@@ -1,10 +1,29 @@
-"""The registry of duties: the name people type (`scaleops run NAME`, deployment names) -> its flow."""
+"""The registry of duties (the name people type -> its flow) and `duty_flow`, the decorator every
+duty's flow is made with: a Prefect flow whose failures emit `scaleops.<namespace>.failed` and whose
+exceptions leave with their secrets masked."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from scaleops.redaction import redacting
+from scaleops.reporting import failure_hook
+
+
+def duty_flow(name: str, namespace: str, **flow_options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`@duty_flow("backup-verification", "backup")` instead of `@flow(...)` on a duty's flow."""
+    from prefect import flow
+
+    hook = failure_hook(namespace, name)
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        options = {"on_failure": [hook], "on_crashed": [hook], **flow_options}
+        return flow(name=name, **options)(redacting(fn))
+
+    return decorate
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,17 @@ API log handler included, so a secret that reaches a log call never reaches a te
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import logging
 import re
-from collections.abc import Iterable
-from typing import Any
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 MASK = "****"
 # user:password@ inside any URL, whatever the scheme.
@@ -91,8 +98,55 @@ def install_log_filter(redactor: Redactor) -> SecretFilter:
     return secret_filter
 
 
+# The process-wide redactor: every log filter, task and failure hook masks what it knows. It holds
+# values to hide, never a connection; `protect()` adds the secrets of the settings in use.
+REDACTOR = Redactor()
+
+
 def protect(secrets: Iterable[str]) -> Redactor:
-    """Build the Redactor for these secrets and put its filter on every log handler; return it."""
-    redactor = Redactor(secrets)
-    install_log_filter(redactor)
-    return redactor
+    """Add these secrets to the process-wide Redactor, filter every log handler with it; return it."""
+    REDACTOR.add(*secrets)
+    install_log_filter(REDACTOR)
+    return REDACTOR
+
+
+def scrub_exception(exc: BaseException, redactor: Redactor = REDACTOR) -> BaseException:
+    """Mask secrets in an exception's message, and its causes', in place (type and chain are kept, so
+    the retry policy still classifies it; Prefect stores the masked text as the state message)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.args:
+            masked = tuple(redactor.text(a) if isinstance(a, str) else a for a in current.args)
+            if masked != current.args:
+                with contextlib.suppress(Exception):
+                    current.args = masked
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+@contextlib.contextmanager
+def redacted_errors(redactor: Redactor = REDACTOR) -> Iterator[None]:
+    """Whatever escapes this block leaves with its secrets masked."""
+    try:
+        yield
+    except BaseException as exc:
+        scrub_exception(exc, redactor)
+        raise
+
+
+def redacting(fn: Callable[P, T]) -> Callable[P, T]:
+    """Decorator form of `redacted_errors` (used by every task and duty flow)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with redacted_errors():
+            return fn(*args, **kwargs)
+
+    # Prefect builds parameter models from the signature: give it the annotations evaluated in the
+    # wrapped function's own module (they are strings under `from __future__ import annotations`).
+    with contextlib.suppress(Exception):
+        wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = typing.get_type_hints(fn, include_extras=True)
+    return wrapper

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from scaleops.redaction import Redactor
+from scaleops.redaction import REDACTOR, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def publish_report(
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
 
-    redactor = redactor or Redactor()
+    redactor = redactor or REDACTOR
     description = f"scaleops {report.duty}: {'ok' if report.ok else 'problems found'}"
     key = artifact_key(report.duty)
     create_markdown_artifact(
@@ -137,15 +137,13 @@ def flush_events(timeout: float = 10.0) -> None:
         log.warning("could not flush Prefect events", exc_info=True)
 
 
-def failure_hook(
-    namespace: str, duty: str, redactor_factory: Callable[[], Redactor] | None = None
-) -> Callable[..., None]:
+def failure_hook(namespace: str, duty: str) -> Callable[..., None]:
     """A flow `on_failure` / `on_crashed` hook emitting `scaleops.<namespace>.failed`."""
 
     def hook(flow: Any, flow_run: Any, state: Any) -> None:
         from prefect.events import emit_event
 
-        redactor = redactor_factory() if redactor_factory else Redactor()
+        redactor = REDACTOR
         emit_event(
             event=f"scaleops.{namespace}.failed",
             resource={"prefect.resource.id": f"scaleops.duty.{duty}", "scaleops.duty": duty},

@@ -40,7 +40,14 @@ TRANSIENT_AWS_CODES = frozenset(
 )
 # JSON-RPC error codes providers use for rate limits and overload.
 TRANSIENT_RPC_CODES = frozenset({-32005, -32029, 429})
-TRANSIENT_RPC_WORDS = ("rate limit", "too many requests", "limit exceeded", "try again", "timeout", "overloaded")
+TRANSIENT_RPC_WORDS = (
+    "rate limit",
+    "too many requests",
+    "limit exceeded",
+    "try again",
+    "timeout",
+    "overloaded",
+)
 # PostgreSQL SQLSTATE classes that no retry fixes even when psycopg raises OperationalError for them.
 PERMANENT_PG_CLASSES = ("28", "3D", "42")
 PERMANENT_PG_WORDS = ("password authentication failed", "does not exist", "no pg_hba.conf entry")
@@ -80,9 +87,7 @@ def _classify_one(exc: BaseException) -> bool | None:
                 return False
             text = str(exc).lower()
             return not any(word in text for word in PERMANENT_PG_WORDS)
-        if module == "psycopg_pool" and name == "PoolTimeout":
-            return True
-        return False
+        return module == "psycopg_pool" and name == "PoolTimeout"
 
     if module == "redis":
         import redis.exceptions as rex
@@ -136,9 +141,9 @@ def _classify_one(exc: BaseException) -> bool | None:
     if module in ("web3", "aiohttp", "solana", "solders"):
         if "Timeout" in name or "Connection" in name:
             return True
-        code = _rpc_code(exc)
+        rpc_code = _rpc_code(exc)
         text = str(exc).lower()
-        if code in TRANSIENT_RPC_CODES or any(word in text for word in TRANSIENT_RPC_WORDS):
+        if rpc_code in TRANSIENT_RPC_CODES or any(word in text for word in TRANSIENT_RPC_WORDS):
             return True
         if _is_transient_status(_status_code(exc)):
             return True
@@ -224,10 +229,15 @@ def call_with_retry(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def io_task(**options: Any) -> Any:
-    """`@task` for work that talks to a system: the shared retry policy, and never cached across runs
-    (a health check or an upload must really happen). Options override the defaults."""
+def io_task(**options: Any) -> Callable[[Callable[..., T]], Any]:
+    """`@task` for work that talks to a system: the shared retry policy, exceptions leave with their
+    secrets masked, and nothing is cached across runs (a check or an upload must really happen)."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(**{**RETRY, "cache_policy": NO_CACHE, **options})
+    from scaleops.redaction import redacting
+
+    def decorate(fn: Callable[..., T]) -> Any:
+        return task(**{**RETRY, "cache_policy": NO_CACHE, **options})(redacting(fn))
+
+    return decorate

@@ -43,9 +43,8 @@ def check_params(flow: Any, duty: str, params: dict[str, Any]) -> None:
     known = set(flow.parameters.properties)
     unknown = sorted(set(params) - known)
     if unknown:
-        raise BadInput(
-            f"unknown parameter(s) for {duty}: {', '.join(unknown)}; known: {', '.join(sorted(known)) or 'none'}"
-        )
+        listed = ", ".join(sorted(known)) or "none"
+        raise BadInput(f"unknown parameter(s) for {duty}: {', '.join(unknown)}; known: {listed}")
     try:
         flow.validate_parameters(params)
     except Exception as exc:  # prefect's ParameterTypeError names the field and the expected type

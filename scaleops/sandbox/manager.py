@@ -95,7 +95,7 @@ class Sandbox:
 
     def select(self, only: Iterable[str] | None) -> list[Service]:
         """The chosen services plus everything they require, in start order."""
-        wanted = set(self.names if not only else only)
+        wanted = set(only or self.names)
         for name in list(wanted):
             self.service(name)  # validates the name
         changed = True
@@ -196,7 +196,10 @@ class Sandbox:
     def _purge(self) -> None:
         for svc in self._services.values():
             if svc.home.is_symlink():  # data kept outside the checkout (see Postgres._prepare_home)
-                shutil.rmtree(svc.home.resolve(), ignore_errors=True)
+                outside = svc.home.resolve()
+                shutil.rmtree(outside, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    outside.parent.rmdir()  # the per-sandbox folder, once empty
         for child in self.dir.iterdir():
             if child.name == ".lock":
                 continue

@@ -129,9 +129,6 @@ class Postgres(Service):
     def data(self) -> Path:
         return self.home / "data"
 
-    def pidfiles(self) -> list[Path]:
-        return [self.data / "postmaster.pid"]
-
     def os_user(self) -> str | None:
         """PostgreSQL refuses to run as root: run it as the `postgres` system user then."""
         if os.geteuid() != 0:
@@ -156,7 +153,7 @@ class Postgres(Service):
         if probe.returncode == 0:
             return
         self.home.rmdir()
-        digest = hashlib.sha1(str(self.sb.dir.resolve()).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(str(self.sb.dir.resolve()).encode()).hexdigest()[:12]
         outside = Path("/var/lib/scaleops-sandbox") / digest / self.name
         outside.mkdir(parents=True, exist_ok=True)
         shutil.chown(outside, user, user)
@@ -237,8 +234,25 @@ class Postgres(Service):
         self._prepare_home()
         if not (self.data / "PG_VERSION").exists():
             self.initdb()
-        (self.data / "postmaster.pid").unlink(missing_ok=True)  # stale: clear_stale said it is not ours
-        spawn(self.server_args(), cwd=self.data, log=self.log, pidfile=None, user=self.os_user())
+        postmaster_pid = self.data / "postmaster.pid"
+        if owned_pid(postmaster_pid, self.home) is None:  # left by a crash, or naming another process
+            postmaster_pid.unlink(missing_ok=True)
+        self.write_passfile()
+        spawn(
+            self.server_args(), cwd=self.data, log=self.log, pidfile=self.pidfiles()[0], user=self.os_user()
+        )
+
+    @property
+    def passfile(self) -> Path:
+        return self.home / ".pgpass"
+
+    def write_passfile(self) -> None:
+        """libpq password file, so no password ever appears on a command line or in a log."""
+        self.passfile.write_text(f"{LOCAL}:*:*:{self.superuser}:{self.password}\n")
+        self.passfile.chmod(0o600)
+        user = self.os_user()
+        if user:
+            shutil.chown(self.passfile, user, user)
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.superuser}:{self.password}@{LOCAL}:{self.port}/{dbname}"
@@ -283,7 +297,7 @@ class PostgresReplica(Postgres):
     def primary_conninfo(self) -> str:
         return (
             f"host={LOCAL} port={self.primary.port} user={self.superuser} "
-            f"password={self.password} application_name={self.name}"
+            f"passfile={self.passfile.resolve()} application_name={self.name}"
         )
 
     def server_args(self) -> list[str]:
@@ -304,6 +318,7 @@ class PostgresReplica(Postgres):
                 (self.slot,),
             )
         user = self.os_user()
+        self.write_passfile()
         result = subprocess.run(
             [
                 _pg_bin("pg_basebackup"),
@@ -325,7 +340,7 @@ class PostgresReplica(Postgres):
             ],
             cwd=self.home,
             user=user,
-            env={**os.environ, "PGPASSWORD": self.password},
+            env={**os.environ, "PGPASSFILE": str(self.passfile.resolve())},
             capture_output=True,
             text=True,
             check=False,

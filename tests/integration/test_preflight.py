@@ -1,0 +1,69 @@
+"""`scaleops run preflight` end to end against the sandbox, through the real CLI and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scaleops.sandbox.procs import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scaleops.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_all_systems_answer(sandbox_env: dict[str, str]) -> None:
+    result = run_cli(sandbox_env, "run", "preflight", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    systems = {c["system"]: c for c in report["checks"]}
+    assert set(systems) == {
+        "postgres_primary",
+        "postgres_replica",
+        "redis_standalone",
+        "redis_cluster",
+        "s3_primary",
+        "s3_replica",
+    }
+    assert systems["postgres_replica"]["facts"]["in_recovery"] is True
+    # the password is in the environment, never in the output
+    password = sandbox_env["SCALEOPS_POSTGRES__DSN"].split(":")[2].split("@")[0]
+    assert password not in result.stdout + result.stderr
+
+
+def test_a_system_down_is_a_problem_exit_1(sandbox_env: dict[str, str]) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = run_cli({**sandbox_env, "SCALEOPS_REDIS__URL": dead}, "run", "preflight", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert any(p.startswith("redis_standalone") for p in report["problems"])
+
+
+def test_replica_pointed_at_primary_is_caught(sandbox_env: dict[str, str]) -> None:
+    env = {**sandbox_env, "SCALEOPS_POSTGRES__REPLICA_DSN": sandbox_env["SCALEOPS_POSTGRES__DSN"]}
+    result = run_cli(env, "run", "preflight", "--param", 'systems=["postgres_replica"]', "--json")
+    assert result.returncode == 1
+    assert "in recovery" in json.loads(result.stdout)["problems"][0]
+
+
+def test_bad_settings_and_bad_params_exit_2(sandbox_env: dict[str, str]) -> None:
+    bad_settings = run_cli({**sandbox_env, "SCALEOPS_REDIS__URL": "redis//nope"}, "run", "preflight")
+    assert bad_settings.returncode == 2
+    assert "SCALEOPS_REDIS__URL" in bad_settings.stderr
+    bad_param = run_cli(sandbox_env, "run", "preflight", "--param", "systems=7")
+    assert bad_param.returncode == 2
+    assert "systems" in bad_param.stderr
