@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg  # noqa: F401 - imported once here, not first inside concurrent task threads
+
 from scaleops.clients import PostgresRole, postgres_connect
 from scaleops.retry import io_task
 from scaleops.settings import Settings

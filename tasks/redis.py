@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+# Imported once here: tasks run in threads, and a first import of redis from two threads fails.
+import redis.cluster  # noqa: F401
+
 from scaleops.clients import redis_client, redis_cluster_client
 from scaleops.retry import io_task
 from scaleops.settings import Settings

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
+
 from scaleops.clients import S3Region, s3_bucket, s3_client
 from scaleops.retry import io_task
 from scaleops.settings import Settings

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from scaleops.sandbox.procs import free_port, port_is_free, tail
-from scaleops.sandbox.services import SERVICES, SandboxError, Service
+from scaleops.sandbox.registry import SERVICES
+from scaleops.sandbox.services import SandboxError, Service
 from scaleops.settings import Settings
 
 Progress = Callable[[str], None]

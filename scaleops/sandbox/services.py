@@ -19,7 +19,7 @@ from glob import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaleops.sandbox.procs import owned_pid, read_pid, spawn, stop_pid
+from scaleops.sandbox.procs import owned_pid, spawn, stop_pid
 
 if TYPE_CHECKING:
     from scaleops.sandbox.manager import Sandbox
@@ -676,19 +676,3 @@ class PrefectServer(Service):
 
     def details(self) -> dict[str, Any]:
         return {"ui": self.url()}
-
-
-SERVICES: tuple[type[Service], ...] = (
-    Postgres,
-    PostgresReplica,
-    Redis,
-    RedisCluster,
-    S3,
-    S3Replicator,
-    PrefectServer,
-)
-
-
-def pid_of(service: Service) -> int | None:
-    files = service.pidfiles()
-    return read_pid(files[0]) if files else None
