@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Protocol
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
+from pydantic import BaseModel, Field
 
 from scaleops.clients import S3Region, s3_bucket, s3_client
 from scaleops.retry import io_task
 from scaleops.settings import Settings
 from tasks.health import Check, timed_check
+
+log = logging.getLogger(__name__)
 
 
 def bucket_facts(client: Any, bucket: str) -> dict[str, Any]:
@@ -36,3 +49,322 @@ def check_bucket(settings: Settings, region: S3Region) -> Check:
 @io_task(task_run_name="s3-health-{region}")
 def s3_health(settings: Settings, region: S3Region) -> Check:
     return check_bucket(settings, region)
+
+
+# ------------------------------------------------------------------------------------------------ backups
+# Plain functions (clients in, data out) for duty backup-verification, and thin tasks over them.
+
+MIB = 1024 * 1024
+HASH_CHUNK = 8 * MIB
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class ObjectInfo(BaseModel):
+    """One object as a listing shows it (no per-object request)."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+class Upload(BaseModel):
+    """A finished streaming upload: what S3 holds and the SHA-256 of every byte sent."""
+
+    key: str
+    bytes: int
+    sha256: str
+    etag: str
+    parts: int
+
+
+class ReplicationDiff(BaseModel):
+    """Primary vs replica, from listings; `to_hash` are the pairs the listing cannot decide."""
+
+    objects_checked: int = 0
+    missing: list[str] = Field(default_factory=list)
+    extra: list[str] = Field(default_factory=list)
+    size_mismatch: list[str] = Field(default_factory=list)
+    checksum_mismatch: list[str] = Field(default_factory=list)
+    pending: list[str] = Field(default_factory=list)
+    to_hash: list[str] = Field(default_factory=list, description="ETags differ and are not both MD5s")
+    sampled: list[str] = Field(default_factory=list, description="equal ETags, hashed anyway (deep sample)")
+    lag_seconds: float | None = None
+
+
+def list_objects(client: Any, bucket: str, prefix: str = "") -> dict[str, ObjectInfo]:
+    """key -> ObjectInfo for everything under `prefix` (paginated listing: 1 request per 1000 keys)."""
+    found: dict[str, ObjectInfo] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = ObjectInfo(
+                key=obj["Key"],
+                size=obj["Size"],
+                etag=obj["ETag"].strip('"'),
+                last_modified=obj["LastModified"],
+            )
+    return found
+
+
+def _read_exactly(stream: Readable, size: int) -> bytes:
+    """Up to `size` bytes: short only at end of stream (pipes return what they have)."""
+    chunks: list[bytes] = []
+    need = size
+    while need > 0:
+        chunk = stream.read(need)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        need -= len(chunk)
+    return b"".join(chunks)
+
+
+def upload_stream(
+    client: Any,
+    bucket: str,
+    key: str,
+    stream: Readable,
+    *,
+    part_size: int = 16 * MIB,
+    metadata: dict[str, str] | None = None,
+) -> Upload:
+    """Stream `stream` into `bucket/key` by multipart upload, hashing SHA-256 on the way.
+
+    Memory holds one part at a time, whatever the stream's length. Each part also carries its own
+    SHA-256 checksum, which S3 verifies on receipt (the object's composite checksum). On any error the
+    upload is aborted, so no partial object ever appears under `key`.
+    """
+    hasher = hashlib.sha256()
+    upload_id = client.create_multipart_upload(
+        Bucket=bucket, Key=key, Metadata=metadata or {}, ChecksumAlgorithm="SHA256"
+    )["UploadId"]
+    parts: list[dict[str, Any]] = []
+    total = 0
+    try:
+        while True:
+            body = _read_exactly(stream, part_size)
+            if not body and parts:
+                break
+            hasher.update(body)
+            total += len(body)
+            number = len(parts) + 1
+            part_sha = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            answer = client.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=part_sha,
+            )
+            parts.append({"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": part_sha})
+            del body
+            if total and len(parts) % 16 == 0:
+                log.info("uploaded %d MiB of s3://%s/%s", total // MIB, bucket, key)
+            if not total:
+                break  # an empty stream is one empty part
+        done = client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+    return Upload(
+        key=key, bytes=total, sha256=hasher.hexdigest(), etag=done["ETag"].strip('"'), parts=len(parts)
+    )
+
+
+def iter_object(client: Any, bucket: str, key: str, chunk: int = HASH_CHUNK) -> Iterator[bytes]:
+    """The object's bytes in chunks (streamed, never held whole)."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        yield from body.iter_chunks(chunk)
+    finally:
+        body.close()
+
+
+def hash_object(client: Any, bucket: str, key: str) -> tuple[str, int]:
+    """(SHA-256 hex, bytes) of the object, streamed."""
+    hasher = hashlib.sha256()
+    size = 0
+    for chunk in iter_object(client, bucket, key):
+        hasher.update(chunk)
+        size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+def is_plain_md5(etag: str) -> bool:
+    """A single-part upload's ETag is the MD5 of its bytes; a multipart one ends in `-<parts>`."""
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+
+
+def diff_listings(
+    primary: dict[str, ObjectInfo],
+    replica: dict[str, ObjectInfo],
+    *,
+    now: datetime,
+    sla_seconds: float,
+    deep_sample: float = 0.0,
+    seed: int = 0,
+) -> ReplicationDiff:
+    """Decide what the listings can decide; name the pairs that need hashing.
+
+    Equal ETags mean equal bytes. Different ETags that are both plain MD5s mean different bytes.
+    Any other difference (a multipart ETag on either side: part sizes may differ) goes to `to_hash`.
+    Objects younger than the SLA that are missing or differ in size are `pending`, not errors.
+    `deep_sample` of the pairs with equal ETags are hashed anyway (catches what ETags cannot).
+    """
+    diff = ReplicationDiff(objects_checked=len(primary))
+    equal: list[str] = []
+    for key in sorted(primary):
+        p = primary[key]
+        r = replica.get(key)
+        young = (now - p.last_modified).total_seconds() < sla_seconds
+        if r is None or r.size != p.size:
+            if young:
+                diff.pending.append(key)
+            elif r is None:
+                diff.missing.append(key)
+            else:
+                diff.size_mismatch.append(key)
+        elif r.etag == p.etag:
+            equal.append(key)
+        elif is_plain_md5(r.etag) and is_plain_md5(p.etag):
+            diff.checksum_mismatch.append(key)
+        else:
+            diff.to_hash.append(key)
+    diff.extra = sorted(set(replica) - set(primary))
+    if deep_sample > 0 and equal:
+        count = min(len(equal), max(1, math.ceil(len(equal) * deep_sample)))
+        diff.sampled = sorted(random.Random(seed).sample(equal, count))
+    if primary:
+        newest = max(primary.values(), key=lambda o: (o.last_modified, o.key))
+        copy = replica.get(newest.key)
+        if copy is not None and copy.size == newest.size:
+            diff.lag_seconds = max(0.0, (copy.last_modified - newest.last_modified).total_seconds())
+        else:  # not copied yet: the lag is at least its age
+            diff.lag_seconds = max(0.0, (now - newest.last_modified).total_seconds())
+    return diff
+
+
+def hash_pairs(
+    primary_client: Any,
+    primary_bucket: str,
+    replica_client: Any,
+    replica_bucket: str,
+    keys: list[str],
+    *,
+    workers: int = 8,
+) -> dict[str, tuple[str, str]]:
+    """key -> (primary SHA-256, replica SHA-256), downloads streamed in parallel."""
+    if not keys:
+        return {}
+
+    def one(key: str) -> tuple[str, tuple[str, str]]:
+        return key, (
+            hash_object(primary_client, primary_bucket, key)[0],
+            hash_object(replica_client, replica_bucket, key)[0],
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+        return dict(pool.map(one, keys))
+
+
+def check_replication(
+    primary_client: Any,
+    primary_bucket: str,
+    replica_client: Any,
+    replica_bucket: str,
+    prefix: str,
+    *,
+    now: datetime,
+    sla_seconds: float,
+    deep_sample: float = 0.0,
+    seed: int = 0,
+    workers: int = 8,
+) -> ReplicationDiff:
+    """List both regions (concurrently), diff them, hash what the listings leave open."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        p_future = pool.submit(list_objects, primary_client, primary_bucket, prefix)
+        r_future = pool.submit(list_objects, replica_client, replica_bucket, prefix)
+        primary, replica = p_future.result(), r_future.result()
+    log.info("listed %d primary and %d replica object(s) under %r", len(primary), len(replica), prefix)
+    diff = diff_listings(
+        primary, replica, now=now, sla_seconds=sla_seconds, deep_sample=deep_sample, seed=seed
+    )
+    keys = diff.to_hash + diff.sampled
+    if keys:
+        log.info(
+            "hashing %d object(s) in both regions (%d with other ETags, %d sampled)",
+            len(keys),
+            len(diff.to_hash),
+            len(diff.sampled),
+        )
+    hashes = hash_pairs(primary_client, primary_bucket, replica_client, replica_bucket, keys, workers=workers)
+    bad = {key for key, (p, r) in hashes.items() if p != r}
+    diff.checksum_mismatch = sorted(set(diff.checksum_mismatch) | bad)
+    return diff
+
+
+def put_json(client: Any, bucket: str, key: str, data: dict[str, Any]) -> str:
+    """Write a small JSON document; its SHA-256 goes along as S3's own checksum. Returns the ETag."""
+    body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+    answer = client.put_object(
+        Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256"
+    )
+    return str(answer["ETag"]).strip('"')
+
+
+def get_json(client: Any, bucket: str, key: str) -> dict[str, Any]:
+    data = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    if not isinstance(data, dict):
+        raise ValueError(f"s3://{bucket}/{key} is not a JSON object")
+    return data
+
+
+def get_json_many(
+    client: Any, bucket: str, keys: list[str], *, workers: int = 8
+) -> dict[str, dict[str, Any]]:
+    """Read many small JSON documents in parallel (one request each: manifests, not data objects)."""
+    if not keys:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+        return dict(zip(keys, pool.map(lambda k: get_json(client, bucket, k), keys), strict=True))
+
+
+def delete_keys(client: Any, bucket: str, keys: list[str]) -> list[str]:
+    """Delete in batches of 1000 (one request per batch); returns the keys S3 could not delete."""
+    failed: list[str] = []
+    for start in range(0, len(keys), 1000):
+        batch = keys[start : start + 1000]
+        answer = client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+        )
+        failed += [e["Key"] for e in answer.get("Errors", [])]
+    return failed
+
+
+@io_task(task_run_name="s3-replication-check")
+def replication_check(settings: Settings, now: datetime, deep_sample: float, seed: int) -> ReplicationDiff:
+    return check_replication(
+        s3_client(settings, "primary"),
+        s3_bucket(settings, "primary"),
+        s3_client(settings, "replica"),
+        s3_bucket(settings, "replica"),
+        settings.backup.prefix,
+        now=now,
+        sla_seconds=settings.backup.replication_sla_seconds,
+        deep_sample=deep_sample,
+        seed=seed,
+        workers=settings.s3.max_pool_connections // 2 or 1,
+    )
+
+
+@io_task(task_run_name="s3-delete-{region}")
+def delete_backup_objects(settings: Settings, region: S3Region, keys: list[str]) -> list[str]:
+    return delete_keys(s3_client(settings, region), s3_bucket(settings, region), keys)
