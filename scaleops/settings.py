@@ -180,6 +180,9 @@ class BackupSettings(Section):
     keep_daily: int = Field(default=7, ge=0, description="GFS retention: newest backup of each of N days")
     keep_weekly: int = Field(default=4, ge=0, description="... of each of N ISO weeks")
     keep_monthly: int = Field(default=12, ge=0, description="... of each of N months")
+    rpo_target_seconds: float = Field(
+        default=26 * 3600, gt=0, description="a newest verified backup older than this is a problem"
+    )
     part_size_mb: int = Field(default=16, ge=5, le=5120, description="multipart upload part size (MiB)")
     restore_wait_seconds: float = Field(
         default=60, ge=0, description="how long to wait for the newest backup to reach the replica region"

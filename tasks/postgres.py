@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import IO, Any
@@ -407,3 +408,101 @@ def replica_lag(conn: Any) -> list[ReplicaLag]:
 def replica_lag_task(settings: Settings) -> list[ReplicaLag]:
     with postgres_connect(settings, "primary", autocommit=True) as conn:
         return replica_lag(conn)
+
+
+class RestoreResult(BaseModel):
+    """One restore test: which backup, into which scratch database, how long, what the checks said."""
+
+    database: str
+    backup_key: str
+    scratch_database: str
+    seconds: float | None = None
+    checks_seconds: float | None = None
+    checks_passed: list[str] = Field(default_factory=list)
+    checks_failed: list[str] = Field(default_factory=list)
+    dropped: bool = False
+
+
+def server_conninfo(settings: Settings, role: PostgresRole) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    from scaleops.clients import postgres_dsn
+
+    return make_conninfo(
+        postgres_dsn(settings, role), connect_timeout=int(settings.postgres.connect_timeout_seconds)
+    )
+
+
+def restore_and_check(
+    restore_conninfo: str, client: Any, bucket: str, database: str, key: str, scratch: str
+) -> RestoreResult:
+    """Restore `bucket/key` (read from the region `client` talks to) into `scratch`, check it, drop it.
+
+    The manifest is read from the same region (the disaster case: the other region is gone). A dump
+    that does not restore or whose SHA-256 differs from its manifest is a failed check, not an error;
+    the scratch database is dropped in every case.
+    """
+    from tasks.s3 import get_json, iter_object
+
+    result = RestoreResult(database=database, backup_key=key, scratch_database=scratch)
+    guard_scratch(scratch, database, restore_conninfo)
+    manifest = Manifest.model_validate(get_json(client, bucket, manifest_key(key)))
+    started = time.perf_counter()
+    try:
+        try:
+            sha, size = restore_stream(restore_conninfo, scratch, database, iter_object(client, bucket, key))
+        except DumpFailed as exc:
+            result.checks_failed.append(f"restore: {exc}")
+            return result
+        result.seconds = round(time.perf_counter() - started, 3)
+        label = (
+            f"dump sha256 and size equal the manifest's ({manifest.sha256[:12]}..., {manifest.bytes} bytes)"
+        )
+        if sha == manifest.sha256 and size == manifest.bytes:
+            result.checks_passed.append(label)
+        else:
+            result.checks_failed.append(f"{label}: got {sha[:12]}..., {size} bytes")
+        log.info(
+            "restored %s into %s in %.1f s; checking %d table(s)",
+            key,
+            scratch,
+            result.seconds,
+            len(manifest.tables),
+        )
+        checked = time.perf_counter()
+        outcome = expectation_checks(restore_conninfo, scratch, manifest.tables)
+        result.checks_seconds = round(time.perf_counter() - checked, 3)
+        result.checks_passed += outcome.passed
+        result.checks_failed += outcome.failed
+        return result
+    finally:
+        drop_database(restore_conninfo, scratch, database)
+        result.dropped = True
+
+
+@io_task(task_run_name="postgres-backup-{database}")
+def backup_database(settings: Settings, database: str, key: str) -> Manifest:
+    from scaleops.clients import s3_bucket, s3_client
+
+    return dump_to_s3(
+        server_conninfo(settings, "primary"),
+        database,
+        s3_client(settings, "primary"),
+        s3_bucket(settings, "primary"),
+        key,
+        part_size=settings.backup.part_size_mb * 1024 * 1024,
+    )
+
+
+@io_task(task_run_name="postgres-restore-test-{database}")
+def restore_test(settings: Settings, database: str, key: str, scratch: str) -> RestoreResult:
+    from scaleops.clients import s3_bucket, s3_client
+
+    return restore_and_check(
+        server_conninfo(settings, "restore"),
+        s3_client(settings, "replica"),
+        s3_bucket(settings, "replica"),
+        database,
+        key,
+        scratch,
+    )

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
 import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
+from botocore.exceptions import FlexibleChecksumError
 from pydantic import BaseModel, Field
 
 from scaleops.clients import S3Region, s3_bucket, s3_client
@@ -93,6 +95,7 @@ class ReplicationDiff(BaseModel):
     to_hash: list[str] = Field(default_factory=list, description="ETags differ and are not both MD5s")
     sampled: list[str] = Field(default_factory=list, description="equal ETags, hashed anyway (deep sample)")
     lag_seconds: float | None = None
+    since: dict[str, datetime] = Field(default_factory=dict, description="flagged key -> its LastModified")
 
 
 def list_objects(client: Any, bucket: str, prefix: str = "") -> dict[str, ObjectInfo]:
@@ -133,14 +136,12 @@ def upload_stream(
 ) -> Upload:
     """Stream `stream` into `bucket/key` by multipart upload, hashing SHA-256 on the way.
 
-    Memory holds one part at a time, whatever the stream's length. Each part also carries its own
-    SHA-256 checksum, which S3 verifies on receipt (the object's composite checksum). On any error the
-    upload is aborted, so no partial object ever appears under `key`.
+    Memory holds one part at a time, whatever the stream's length. On any error the upload is aborted,
+    so no partial object ever appears under `key`. The whole-object SHA-256 cannot be known when the
+    upload starts (S3 takes metadata then), so it goes into the backup's manifest, written after.
     """
     hasher = hashlib.sha256()
-    upload_id = client.create_multipart_upload(
-        Bucket=bucket, Key=key, Metadata=metadata or {}, ChecksumAlgorithm="SHA256"
-    )["UploadId"]
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
     parts: list[dict[str, Any]] = []
     total = 0
     try:
@@ -151,17 +152,14 @@ def upload_stream(
             hasher.update(body)
             total += len(body)
             number = len(parts) + 1
-            part_sha = base64.b64encode(hashlib.sha256(body).digest()).decode()
             answer = client.upload_part(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=part_sha,
             )
-            parts.append({"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": part_sha})
+            parts.append({"ETag": answer["ETag"], "PartNumber": number})
             del body
             if total and len(parts) % 16 == 0:
                 log.info("uploaded %d MiB of s3://%s/%s", total // MIB, bucket, key)
@@ -239,6 +237,10 @@ def diff_listings(
         else:
             diff.to_hash.append(key)
     diff.extra = sorted(set(replica) - set(primary))
+    for key in diff.missing + diff.size_mismatch + diff.checksum_mismatch + diff.pending + diff.to_hash:
+        diff.since[key] = primary[key].last_modified
+    for key in diff.extra:
+        diff.since[key] = replica[key].last_modified
     if deep_sample > 0 and equal:
         count = min(len(equal), max(1, math.ceil(len(equal) * deep_sample)))
         diff.sampled = sorted(random.Random(seed).sample(equal, count))
@@ -265,10 +267,16 @@ def hash_pairs(
     if not keys:
         return {}
 
+    def safe_hash(client: Any, bucket: str, key: str) -> str:
+        try:
+            return hash_object(client, bucket, key)[0]
+        except FlexibleChecksumError as exc:  # S3's stored checksum disagrees with the bytes it served
+            return f"checksum error: {exc}"
+
     def one(key: str) -> tuple[str, tuple[str, str]]:
         return key, (
-            hash_object(primary_client, primary_bucket, key)[0],
-            hash_object(replica_client, replica_bucket, key)[0],
+            safe_hash(primary_client, primary_bucket, key),
+            safe_hash(replica_client, replica_bucket, key),
         )
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
@@ -368,3 +376,62 @@ def replication_check(settings: Settings, now: datetime, deep_sample: float, see
 @io_task(task_run_name="s3-delete-{region}")
 def delete_backup_objects(settings: Settings, region: S3Region, keys: list[str]) -> list[str]:
     return delete_keys(s3_client(settings, region), s3_bucket(settings, region), keys)
+
+
+class BackupListing(BaseModel):
+    """Backup objects under the prefix in one region: dumps and manifests from a listing, plus each
+    manifest's content (one small GET per backup, never per data object)."""
+
+    dumps: dict[str, ObjectInfo] = Field(default_factory=dict)
+    manifests: dict[str, dict[str, Any]] = Field(default_factory=dict, description="manifest key -> content")
+    unreadable: dict[str, str] = Field(default_factory=dict, description="manifest key -> why")
+    manifest_sizes: dict[str, int] = Field(default_factory=dict, description="manifest key -> bytes")
+
+
+def list_backups(client: Any, bucket: str, prefix: str) -> BackupListing:
+    objects = list_objects(client, bucket, prefix)
+    listing = BackupListing(dumps={k: o for k, o in objects.items() if k.endswith(".dump")})
+    manifest_keys = [k for k in objects if k.endswith(".manifest.json")]
+    listing.manifest_sizes = {k: objects[k].size for k in manifest_keys}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+
+        def read(key: str) -> tuple[str, dict[str, Any] | str]:
+            try:
+                return key, get_json(client, bucket, key)
+            except (ValueError, UnicodeDecodeError) as exc:  # a corrupt manifest is a finding, not a crash
+                return key, f"{type(exc).__name__}: {exc}"
+
+        for key, content in pool.map(read, manifest_keys):
+            if isinstance(content, dict):
+                listing.manifests[key] = content
+            else:
+                listing.unreadable[key] = content
+    return listing
+
+
+def wait_for_objects(
+    client: Any, bucket: str, expected: dict[str, int], *, timeout: float, interval: float = 1.0
+) -> set[str]:
+    """Poll (by listing) until every key in `expected` exists with its size, or `timeout` passes.
+
+    Returns the keys present with the expected size."""
+    deadline = time.monotonic() + timeout
+    prefix = os.path.commonprefix(list(expected)) if expected else ""
+    while True:
+        present = list_objects(client, bucket, prefix)
+        found = {k for k, size in expected.items() if k in present and present[k].size == size}
+        if found == set(expected) or time.monotonic() >= deadline:
+            return found
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+@io_task(task_run_name="s3-list-backups-{region}")
+def backup_listing(settings: Settings, region: S3Region) -> BackupListing:
+    return list_backups(s3_client(settings, region), s3_bucket(settings, region), settings.backup.prefix)
+
+
+@io_task(task_run_name="s3-wait-for-replica")
+def wait_for_replica(settings: Settings, expected: dict[str, int], timeout: float) -> set[str]:
+    return wait_for_objects(
+        s3_client(settings, "replica"), s3_bucket(settings, "replica"), expected, timeout=timeout
+    )
