@@ -3,6 +3,7 @@ own module under scaleops/sandbox/ and is added here."""
 
 from __future__ import annotations
 
+from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.services import (
     S3,
     Postgres,
@@ -17,6 +18,7 @@ from scaleops.sandbox.services import (
 SERVICES: tuple[type[Service], ...] = (
     Postgres,
     PostgresReplica,
+    BackupSample,
     Redis,
     RedisCluster,
     S3,
