@@ -312,16 +312,24 @@ def test_gfs_retention_on_a_synthetic_calendar_dry_run_then_both_regions(
 
 # ------------------------------------------------------------------------------------------------ memory
 CHILD = r"""
-import json, resource, sys
+import json, sys
+from pathlib import Path
 from scaleops.settings import load_settings
 from scaleops.clients import s3_client, s3_bucket
 from tasks.postgres import dump_to_s3, server_conninfo
+
+def status_kib(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
+
 settings = load_settings()
 client, bucket = s3_client(settings), s3_bucket(settings)
 client.list_objects_v2(Bucket=bucket, MaxKeys=1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-m = dump_to_s3(server_conninfo(settings, "primary"), sys.argv[1], client, bucket, sys.argv[2], part_size=5 * 1024 * 1024)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+before = status_kib("VmRSS")
+conninfo = server_conninfo(settings, "primary")
+m = dump_to_s3(conninfo, sys.argv[1], client, bucket, sys.argv[2], part_size=5 * 1024 * 1024)
+after = status_kib("VmHWM")
 print(json.dumps({"before_kib": before, "after_kib": after, "bytes": m.bytes, "parts": m.parts}))
 """
 
