@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from prefect import get_run_logger
@@ -222,12 +222,13 @@ def plan_retention(
 
 # ------------------------------------------------------------------------------------------------ flow
 def as_datetime(as_of: datetime | date | None) -> datetime:
-    """The run's clock: now, a datetime (naive = UTC), or a date partition (its end: next midnight UTC)."""
+    """The run's clock: now, a datetime (naive = UTC), or a date (its midnight UTC, as a date string
+    passed on the command line is read too)."""
     if as_of is None:
         return utcnow()
     if isinstance(as_of, datetime):
         return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    return datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
+    return datetime.combine(as_of, time.min, tzinfo=UTC)
 
 
 def check_databases(names: list[str]) -> list[str]:

@@ -165,7 +165,7 @@ def test_pg_tools_get_no_password_on_the_command_line() -> None:
 
 
 def test_as_of_partitions_and_database_names() -> None:
-    assert as_datetime(date(2026, 11, 26)) == datetime(2026, 11, 27, tzinfo=UTC)
+    assert as_datetime(date(2026, 11, 26)) == datetime(2026, 11, 26, tzinfo=UTC)
     assert as_datetime(datetime(2026, 1, 1)) == datetime(2026, 1, 1, tzinfo=UTC)
     assert check_databases(["a", "b", "a"]) == ["a", "b"]
     with pytest.raises(ValueError, match="databases"):
