@@ -455,16 +455,16 @@ def backup_verification(
     mine = [e for e in entries if e.database in names]
     for database in names:
         newest = newest_verified(mine, database, clock)
-        if newest is None:
-            report.problem(f"{database}: no verified backup under s3://{settings.s3.primary_bucket}/{prefix}")
-            continue
-        report.newest_verified[database] = newest.key
         for entry in mine:
             if entry.database == database and not entry.verified:
                 report.unverified.append(entry.key)
                 report.since[entry.key] = entry.taken_at.isoformat()
-                if entry.taken_at > newest.taken_at:
+                if newest is None or entry.taken_at > newest.taken_at:
                     report.problem(f"{database}: {entry.key} is not verified: {entry.why_unverified}")
+        if newest is None:
+            report.problem(f"{database}: no verified backup under s3://{settings.s3.primary_bucket}/{prefix}")
+            continue
+        report.newest_verified[database] = newest.key
     report.unverified.sort()
     logger.info("catalog: %d backup(s), %d verified", len(entries), sum(e.verified for e in entries))
 
