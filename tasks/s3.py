@@ -112,29 +112,6 @@ def list_objects(client: Any, bucket: str, prefix: str = "") -> dict[str, Object
     return found
 
 
-def list_objects_fanout(
-    client: Any, bucket: str, prefix: str = "", *, workers: int = 8
-) -> dict[str, ObjectInfo]:
-    """Like `list_objects`, but each first-level "folder" under `prefix` (one per database for backups)
-    is listed in its own thread: the listing is the long pole of a replication check."""
-    found: dict[str, ObjectInfo] = {}
-    folders: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        for obj in page.get("Contents", []):
-            found[obj["Key"]] = ObjectInfo(
-                key=obj["Key"],
-                size=obj["Size"],
-                etag=obj["ETag"].strip('"'),
-                last_modified=obj["LastModified"],
-            )
-        folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    if folders:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(folders)))) as pool:
-            for part in pool.map(lambda f: list_objects(client, bucket, f), folders):
-                found.update(part)
-    return found
-
-
 def _read_exactly(stream: Readable, size: int) -> bytes:
     """Up to `size` bytes: short only at end of stream (pipes return what they have)."""
     chunks: list[bytes] = []
@@ -321,9 +298,8 @@ def check_replication(
 ) -> ReplicationDiff:
     """List both regions (concurrently), diff them, hash what the listings leave open."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        fanout = max(1, workers // 2)
-        p_future = pool.submit(list_objects_fanout, primary_client, primary_bucket, prefix, workers=fanout)
-        r_future = pool.submit(list_objects_fanout, replica_client, replica_bucket, prefix, workers=fanout)
+        p_future = pool.submit(list_objects, primary_client, primary_bucket, prefix)
+        r_future = pool.submit(list_objects, replica_client, replica_bucket, prefix)
         primary, replica = p_future.result(), r_future.result()
     log.info("listed %d primary and %d replica object(s) under %r", len(primary), len(replica), prefix)
     diff = diff_listings(
