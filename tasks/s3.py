@@ -9,9 +9,10 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -133,38 +134,51 @@ def upload_stream(
     *,
     part_size: int = 16 * MIB,
     metadata: dict[str, str] | None = None,
+    in_flight: int = 2,
 ) -> Upload:
     """Stream `stream` into `bucket/key` by multipart upload, hashing SHA-256 on the way.
 
-    Memory holds one part at a time, whatever the stream's length. On any error the upload is aborted,
-    so no partial object ever appears under `key`. The whole-object SHA-256 cannot be known when the
-    upload starts (S3 takes metadata then), so it goes into the backup's manifest, written after.
+    Up to `in_flight` parts upload in parallel while the next one is read, so memory holds at most
+    `in_flight + 1` parts whatever the stream's length (and the producer, e.g. pg_dump, is not held up by
+    each upload). On any error the upload is aborted, so no partial object ever appears under `key`. The
+    whole-object SHA-256 cannot be known when the upload starts (S3 takes metadata then), so it goes into
+    the backup's manifest, written after.
     """
     hasher = hashlib.sha256()
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
-    parts: list[dict[str, Any]] = []
+    slots = threading.BoundedSemaphore(max(1, in_flight))
+    futures: list[Future[dict[str, Any]]] = []
     total = 0
-    try:
-        while True:
-            body = _read_exactly(stream, part_size)
-            if not body and parts:
-                break
-            hasher.update(body)
-            total += len(body)
-            number = len(parts) + 1
+
+    def send(number: int, body: bytes) -> dict[str, Any]:
+        try:
             answer = client.upload_part(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=body,
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             )
-            parts.append({"ETag": answer["ETag"], "PartNumber": number})
-            del body
-            if total and len(parts) % 16 == 0:
-                log.info("uploaded %d MiB of s3://%s/%s", total // MIB, bucket, key)
-            if not total:
-                break  # an empty stream is one empty part
+            return {"ETag": answer["ETag"], "PartNumber": number}
+        finally:
+            slots.release()
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
+            while True:
+                body = _read_exactly(stream, part_size)
+                if not body and futures:
+                    break
+                hasher.update(body)
+                total += len(body)
+                slots.acquire()
+                failed = next((f for f in futures if f.done() and f.exception()), None)
+                if failed is not None:
+                    slots.release()
+                    failed.result()  # raises the part's error: stop reading, abort below
+                futures.append(pool.submit(send, len(futures) + 1, body))
+                del body
+                if total and len(futures) % 16 == 0:
+                    log.info("uploading %d MiB of s3://%s/%s", total // MIB, bucket, key)
+                if not total:
+                    break  # an empty stream is one empty part
+            parts = [f.result() for f in futures]
         done = client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )

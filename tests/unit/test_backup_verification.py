@@ -21,7 +21,7 @@ from flows.backup_verification import (
 from scaleops.runner import BadInput, check_params
 from scaleops.settings import Settings
 from tasks.postgres import Manifest, guard_scratch, libpq_target, manifest_key, scratch_name
-from tasks.s3 import BackupListing, ObjectInfo, diff_listings, is_plain_md5
+from tasks.s3 import BackupListing, ObjectInfo, diff_listings, is_plain_md5, upload_stream
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MD5_A, MD5_B = "a" * 32, "b" * 32
@@ -188,3 +188,46 @@ def test_markdown_says_what_is_wrong_where_and_since_when() -> None:
     text = render_markdown(report, Settings())
     assert "PROBLEMS FOUND" in text and "## What is wrong" in text and "How to act" in text
     assert "| missing | `backups/app/app-1.dump` | 2026-11-26T01:00:00+00:00 |" in text
+
+
+class FakeS3:
+    """Records multipart calls; fails the part numbered `fail_part`."""
+
+    def __init__(self, fail_part: int = 0):
+        self.fail_part = fail_part
+        self.parts: dict[int, int] = {}
+        self.aborted = False
+        self.completed: list[dict[str, object]] = []
+
+    def create_multipart_upload(self, **_: object) -> dict[str, str]:
+        return {"UploadId": "u1"}
+
+    def upload_part(self, PartNumber: int, Body: bytes, **_: object) -> dict[str, str]:  # noqa: N803
+        if PartNumber == self.fail_part:
+            raise ConnectionError("reset")
+        self.parts[PartNumber] = len(Body)
+        return {"ETag": f'"e{PartNumber}"'}
+
+    def complete_multipart_upload(self, MultipartUpload: dict, **_: object) -> dict[str, str]:  # noqa: N803
+        self.completed = MultipartUpload["Parts"]
+        return {"ETag": '"x-3"'}
+
+    def abort_multipart_upload(self, **_: object) -> None:
+        self.aborted = True
+
+
+def test_upload_stream_hashes_in_order_and_aborts_on_a_failed_part() -> None:
+    import hashlib
+    import io
+
+    data = bytes(range(256)) * 41  # 10,496 bytes: parts of 4096, 4096, 2304
+    fake = FakeS3()
+    done = upload_stream(fake, "b", "k", io.BytesIO(data), part_size=4096, in_flight=2)
+    assert done.sha256 == hashlib.sha256(data).hexdigest() and done.bytes == len(data) and done.parts == 3
+    assert fake.completed == [{"ETag": f'"e{n}"', "PartNumber": n} for n in (1, 2, 3)]
+    assert fake.parts == {1: 4096, 2: 4096, 3: 2304}
+
+    failing = FakeS3(fail_part=2)
+    with pytest.raises(ConnectionError):
+        upload_stream(failing, "b", "k", io.BytesIO(data * 4), part_size=4096, in_flight=2)
+    assert failing.aborted and failing.completed == []
