@@ -138,13 +138,19 @@ def upload_stream(
 ) -> Upload:
     """Stream `stream` into `bucket/key` by multipart upload, hashing SHA-256 on the way.
 
-    Up to `in_flight` parts upload in parallel while the next one is read, so memory holds at most
-    `in_flight + 1` parts whatever the stream's length (and the producer, e.g. pg_dump, is not held up by
-    each upload). On any error the upload is aborted, so no partial object ever appears under `key`. The
-    whole-object SHA-256 cannot be known when the upload starts (S3 takes metadata then), so it goes into
-    the backup's manifest, written after.
+    A stream shorter than one part is a single PUT. Otherwise up to `in_flight` parts upload in parallel
+    while the next one is read, so memory holds at most `in_flight + 1` parts whatever the stream's
+    length (and the producer, e.g. pg_dump, is not held up by each upload). On any error the upload is
+    aborted, so no partial object ever appears under `key`. The whole-object SHA-256 cannot be known
+    when the upload starts (S3 takes metadata then), so it goes into the backup's manifest, written after.
     """
     hasher = hashlib.sha256()
+    first = _read_exactly(stream, part_size)
+    if len(first) < part_size:  # it all fits in one part: one PUT, and a plain-MD5 ETag replicas keep
+        hasher.update(first)
+        answer = client.put_object(Bucket=bucket, Key=key, Body=first, Metadata=metadata or {})
+        etag = str(answer["ETag"]).strip('"')
+        return Upload(key=key, bytes=len(first), sha256=hasher.hexdigest(), etag=etag, parts=1)
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
     slots = threading.BoundedSemaphore(max(1, in_flight))
     futures: list[Future[dict[str, Any]]] = []
@@ -161,8 +167,8 @@ def upload_stream(
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
+            body, first = first, b""  # no second reference to the first part
             while True:
-                body = _read_exactly(stream, part_size)
                 if not body and futures:
                     break
                 hasher.update(body)
@@ -174,10 +180,9 @@ def upload_stream(
                     failed.result()  # raises the part's error: stop reading, abort below
                 futures.append(pool.submit(send, len(futures) + 1, body))
                 del body
-                if total and len(futures) % 16 == 0:
+                if len(futures) % 16 == 0:
                     log.info("uploading %d MiB of s3://%s/%s", total // MIB, bucket, key)
-                if not total:
-                    break  # an empty stream is one empty part
+                body = _read_exactly(stream, part_size)
             parts = [f.result() for f in futures]
         done = client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
