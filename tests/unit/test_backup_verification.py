@@ -215,6 +215,10 @@ class FakeS3:
     def abort_multipart_upload(self, **_: object) -> None:
         self.aborted = True
 
+    def put_object(self, Body: bytes, **_: object) -> dict[str, str]:  # noqa: N803
+        self.parts[0] = len(Body)
+        return {"ETag": '"' + "f" * 32 + '"'}
+
 
 def test_upload_stream_hashes_in_order_and_aborts_on_a_failed_part() -> None:
     import hashlib
@@ -226,6 +230,10 @@ def test_upload_stream_hashes_in_order_and_aborts_on_a_failed_part() -> None:
     assert done.sha256 == hashlib.sha256(data).hexdigest() and done.bytes == len(data) and done.parts == 3
     assert fake.completed == [{"ETag": f'"e{n}"', "PartNumber": n} for n in (1, 2, 3)]
     assert fake.parts == {1: 4096, 2: 4096, 3: 2304}
+
+    small = FakeS3()
+    done = upload_stream(small, "b", "k", io.BytesIO(data[:4095]), part_size=4096)
+    assert small.parts == {0: 4095} and is_plain_md5(done.etag) and done.parts == 1  # one PUT
 
     failing = FakeS3(fail_part=2)
     with pytest.raises(ConnectionError):
