@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from scaleops.commands import db as db_commands
+from scaleops.commands import outbox as outbox_commands
 from scaleops.runner import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
 from scaleops.settings import ConfigError, Settings, load_settings
 
@@ -26,6 +28,8 @@ config_app = typer.Typer(help="Show and check the effective settings.", no_args_
 sandbox_app = typer.Typer(help="The local sandbox of real services on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(db_commands.app, name="db")
+app.add_typer(outbox_commands.app, name="outbox")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

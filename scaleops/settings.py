@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -183,6 +183,32 @@ class LoggingSettings(Section):
     extra_secrets: list[SecretStr] = Field(default_factory=list)
 
 
+ChainKind = Literal["op", "arbitrum", "zksync", "evm", "solana"]
+
+
+class ChainSettings(Section):
+    """One chain the outbox posts to (`SCALEOPS_CHAINS__<NAME>__...`; duty l2-batch-posting)."""
+
+    rpc_url: str = Field(description="JSON-RPC endpoint")
+    chain_id: int = Field(gt=0)
+    kind: ChainKind = "evm"
+    contract: str | None = Field(default=None, description="the OperationLog contract (EVM chains)")
+    signer_address: str | None = Field(default=None, description="address (or Solana pubkey) that signs")
+    signer_key: SecretStr | None = Field(default=None, description="private key of the signer (secret)")
+    max_batch_ops: int = Field(default=200, ge=1, le=10_000)
+    max_batch_bytes: int = Field(default=60_000, ge=256, description="calldata bytes of one batch")
+    max_fee_per_batch: int = Field(default=10**16, ge=0, description="wei (lamports on Solana), L2 + L1")
+    confirmations: int = Field(default=1, ge=1, le=1000)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc(cls, value: str) -> str:
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid RPC URL (expected http(s)://host[:port])")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything scaleops reads from its environment. See README "Configuration"."""
 
@@ -198,6 +224,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    chains: dict[str, ChainSettings] = Field(default_factory=dict, description="L2 posting targets by name")
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),
@@ -243,6 +270,9 @@ class Settings(BaseSettings):
             elif isinstance(value, list | tuple):
                 for item in value:
                     walk(item)
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
 
         walk(self)
         return sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True)
@@ -260,6 +290,8 @@ class Settings(BaseSettings):
                 return {name: dump(getattr(value, name)) for name in type(value).model_fields}
             if isinstance(value, list | tuple):
                 return [dump(v) for v in value]
+            if isinstance(value, dict):
+                return {key: dump(v) for key, v in value.items()}
             if isinstance(value, Path):
                 return str(value)
             return value
