@@ -69,7 +69,7 @@ def parse_jsonl(lines: Iterable[str]) -> Iterator[NewOp]:
             continue
         try:
             item = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise OutboxInputError(f"line {number}: not JSON ({exc.msg})") from None
         if not isinstance(item, dict):
             raise OutboxInputError(f"line {number}: expected an object with key, kind, payload")

@@ -88,7 +88,9 @@ create index l2_operations_queue on l2_operations (chain, status, id);
 create index l2_operations_batch on l2_operations (batch_id);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
+)
 
 
 def applied_versions(conn: Any) -> set[int]:

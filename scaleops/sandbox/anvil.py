@@ -104,8 +104,8 @@ class Anvil(Service):
         signer = self.signer_address()
         if int(self.call("eth_getBalance", [signer, "latest"]), 16) < FUNDING_WEI // 2:
             self.call("anvil_setBalance", [signer, hex(FUNDING_WEI)])
-        address = self.contract_address()
-        if address and self.call("eth_getCode", [address, "latest"]) not in ("0x", "0x0", None):
+        deployed = self.contract_address()
+        if deployed and self.call("eth_getCode", [deployed, "latest"]) not in ("0x", "0x0", None):
             return
         self.sb.state.setdefault("anvil_contracts", {})[self.name] = self.deploy_operation_log()
         self.sb.save()
@@ -156,8 +156,8 @@ class Anvil(Service):
             "CONFIRMATIONS": str(self.confirmations),
         }
         contract = self.contract_address()
-        if contract:
-            values["CONTRACT"] = contract
+        if contract is not None:
+            values["CONTRACT"] = str(contract)
         return {prefix + key: value for key, value in values.items()}
 
     def details(self) -> dict[str, Any]:
