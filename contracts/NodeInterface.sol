@@ -8,7 +8,7 @@ pragma solidity 0.8.28;
 ///         Nitro's `gasEstimate` is the whole estimate incl. the L1 part; anvil cannot run the L2 part
 ///         here, so this returns only the L1 part in it and the client adds eth_estimateGas.
 contract NodeInterface {
-    uint256 public constant L1_BASE_FEE_ESTIMATE = 8 gwei;
+    uint256 public constant L1_BASE_FEE_ESTIMATE = 0.1 gwei; // per calldata unit, blob-era level
     uint256 public constant MIN_L2_BASE_FEE = 0.01 gwei; // Arbitrum One's floor
 
     function gasEstimateComponents(address to, bool contractCreation, bytes calldata data)

@@ -48,6 +48,12 @@ DUTIES: dict[str, Duty] = {
             "check that every configured system answers (PostgreSQL primary and replica, Redis, "
             "Redis Cluster, both S3 regions)",
         ),
+        Duty(
+            "l2-batch-posting",
+            "flows.l2_batch_posting:l2_batch_posting",
+            "l2",
+            "post the PostgreSQL outbox to L2 chains in batches, exactly once, at the lowest fee",
+        ),
     )
 }
 

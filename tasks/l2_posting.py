@@ -353,14 +353,40 @@ class Poster:
             )
         self.report.txs += 1
         crashpoint("signed")
-        self.broadcast(batch_id, raw)
+        if not self.broadcast(batch_id, raw, nonce):
+            return False
         self.log.info(
             "%s: batch %d (%d ops) sent at nonce %d: %s", self.chain, batch_id, len(ops), nonce, tx_hash
         )
         return True
 
-    def broadcast(self, batch_id: int, raw: bytes) -> None:
-        evm.send_raw(self.w3, raw)
+    def rejected(self, batch_id: int, nonce: int, reason: str) -> None:
+        """The node refused a signed transaction outright (not "already known", not "nonce too low"): it
+        is not in the pool and cannot be mined as it is, so the batch fails, its nonce is free again and
+        its operations go back to pending (should the refused bytes ever land after all, the contract
+        skips the operations they carry a second time)."""
+        with self.conn.transaction():
+            self.conn.execute(
+                "update l2_batches set status = 'failed', error = %s, updated_at = now() where id = %s",
+                (f"rejected by the node: {reason}", batch_id),
+            )
+            self.conn.execute(
+                "update l2_operations set status = 'pending', batch_id = null, updated_at = now()"
+                " where batch_id = %s",
+                (batch_id,),
+            )
+        self.report.problems.append(
+            f"{self.chain}: batch {batch_id} at nonce {nonce} was rejected by the node ({reason}); "
+            "its operations are pending again"
+        )
+
+    def broadcast(self, batch_id: int, raw: bytes, nonce: int) -> bool:
+        """Send the signed bytes; False when the node rejects them outright (see `rejected`)."""
+        try:
+            evm.send_raw(self.w3, raw)
+        except evm.RpcFailure as exc:
+            self.rejected(batch_id, nonce, str(exc))
+            return False
         crashpoint("sent")
         with self.conn.transaction():
             self.conn.execute(
@@ -375,6 +401,7 @@ class Poster:
                 (batch_id,),
             )
         crashpoint("broadcast")
+        return True
 
     # -- track ---------------------------------------------------------------------------------------
     def track(self) -> None:
@@ -394,7 +421,7 @@ class Poster:
             raise PostingError(f"batch {batch.id} is {batch.status} without a signed transaction")
         latest = batch.attempts[-1]
         if batch.status == "signed":  # signed, maybe sent: (re)broadcast the very same bytes
-            self.broadcast(batch.id, latest["raw"])
+            self.broadcast(batch.id, latest["raw"], int(batch.nonce or 0))
             return
         found = self.find_receipt(batch)
         if found is not None:
