@@ -56,6 +56,8 @@ def test_flz_compress_len_and_fjord_small_vectors() -> None:
     assert fjord_l1_fee(bytes.fromhex("FACADE"), 1000, 1000, 1000, 1000) == 1700  # the 100-byte floor
     assert flz_compress_len(FJORD_202) == 202
     assert fjord_l1_fee(FJORD_202, 1000, 1000, 1000, 1000) == 2148
+    assert fjord_l1_gas(bytes.fromhex("FACADE")) == 1600  # 100-byte minimum x 16
+    assert fjord_l1_gas(FJORD_202) == 126387400 * 16 // 10**6
 
 
 def test_flz_compress_len_of_repetitive_data_is_small() -> None:
