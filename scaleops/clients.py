@@ -89,7 +89,7 @@ def s3_bucket(settings: Settings, region: S3Region = "primary") -> str:
     return settings.s3.primary_bucket if region == "primary" else settings.s3.replica_bucket
 
 
-def evm_client(settings: Settings, chain: str, timeout: float = 10.0) -> Any:
+def evm_client(settings: Settings, chain: str) -> Any:
     """A web3 client for a configured EVM chain (SCALEOPS_CHAINS__<NAME>__RPC_URL); web3's own
     retries are off: the shared policy (scaleops.retry) decides what to retry."""
     from web3 import HTTPProvider, Web3
@@ -99,6 +99,6 @@ def evm_client(settings: Settings, chain: str, timeout: float = 10.0) -> Any:
     except KeyError:
         raise ValueError(f"unknown chain {chain!r}: SCALEOPS_CHAINS__{chain.upper()}__* is not set") from None
     provider = HTTPProvider(
-        cfg.rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+        cfg.rpc_url, request_kwargs={"timeout": cfg.rpc_timeout_seconds}, exception_retry_configuration=None
     )
     return Web3(provider)

@@ -199,6 +199,7 @@ class ChainSettings(Section):
     max_batch_bytes: int = Field(default=60_000, ge=256, description="calldata bytes of one batch")
     max_fee_per_batch: int = Field(default=10**16, ge=0, description="wei (lamports on Solana), L2 + L1")
     confirmations: int = Field(default=1, ge=1, le=1000)
+    rpc_timeout_seconds: float = Field(default=10, gt=0)
 
     @field_validator("rpc_url")
     @classmethod

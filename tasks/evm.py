@@ -14,6 +14,7 @@ from typing import Any
 from eth_abi import decode, encode
 from eth_utils import keccak
 
+from scaleops.retry import TRANSIENT_RPC_CODES, TRANSIENT_RPC_WORDS
 from tasks.l2fees import eip1559_fees
 
 GAS_PRICE_ORACLE = "0x420000000000000000000000000000000000000F"
@@ -79,6 +80,12 @@ def rpc(w3: Any, method: str, params: list[Any]) -> Any:
     if "error" in response:
         error = response["error"]
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        if code in TRANSIENT_RPC_CODES or any(w in message.lower() for w in TRANSIENT_RPC_WORDS):
+            # rate limits and overload: raised as web3's own error, which the shared policy retries
+            from web3.exceptions import Web3RPCError
+
+            raise Web3RPCError(f"{method}: {message}", rpc_response=response)
         raise RpcFailure(f"{method}: {message}")
     return response.get("result")
 

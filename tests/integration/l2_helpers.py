@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from scaleops.sandbox.anvil import rpc
 from scaleops.settings import Settings, load_settings
@@ -86,3 +89,12 @@ def signer_nonce(settings: Settings, chain: str, block: str = "latest") -> int:
 
 def head(settings: Settings, chain: str) -> int:
     return int(chain_rpc(settings, chain, "eth_blockNumber"), 16)
+
+
+def scratch_outbox(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A scratch outbox database for one test (the chains are shared; keys are unique per test)."""
+    base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
+    name, dsn = fresh_database(base)
+    monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", dsn)
+    yield dsn
+    drop_database(base, name)

@@ -17,12 +17,11 @@ from tasks.l2_posting import CRASH_ENV, CRASH_STEPS
 from tests.integration.l2_helpers import (
     add_ops,
     chain_rpc,
-    drop_database,
-    fresh_database,
     head,
     onchain,
     post,
     query,
+    scratch_outbox,
     signer_nonce,
 )
 
@@ -31,12 +30,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A scratch outbox database for one test (the chains are shared; keys are unique per test)."""
-    base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
-    name, dsn = fresh_database(base)
-    monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", dsn)
-    yield dsn
-    drop_database(base, name)
+    """A scratch outbox database for this test (settings point at it)."""
+    yield from scratch_outbox(sandbox_env, monkeypatch)
 
 
 def assert_exactly_once(chain: str, keys: list[str], start_block: int, start_nonce: int) -> None:
