@@ -223,6 +223,7 @@ class Poster:
             ops = [Op(r[0], r[1], r[2], r[3]) for r in rows]
             packed: list[Op] = []
             sizes: list[int] = []
+            total = evm.calldata_size([])
             too_big: list[tuple[int, str]] = []
             for op in ops:
                 size = len(op.payload_bytes())
@@ -236,10 +237,12 @@ class Poster:
                         )
                     )
                     continue
-                if evm.calldata_size([*sizes, size]) > self.cfg.max_batch_bytes:
+                grown = total + alone - evm.calldata_size([])  # each op adds a fixed share
+                if grown > self.cfg.max_batch_bytes:
                     break
                 packed.append(op)
                 sizes.append(size)
+                total = grown
             for op_id, reason in too_big:
                 self.conn.execute(
                     "update l2_operations set status = 'failed', error = %s, updated_at = now()"

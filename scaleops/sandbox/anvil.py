@@ -47,8 +47,8 @@ class Anvil(Service):
     base_fee_wei: int = 1_000_000
     extra_args: tuple[str, ...] = ()
     oracle: tuple[str, str] | None = None  # (address, artifact name)
-    max_batch_ops = 200
-    max_batch_bytes = 60_000
+    max_batch_ops = 500
+    max_batch_bytes = 120_000  # geth-style pools refuse transactions over 128 KiB
     max_fee_per_batch = 10**16  # 0.01 ETH: far above a batch's fee here, far below a runaway
     confirmations = 1
 
