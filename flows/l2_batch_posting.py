@@ -20,6 +20,7 @@ from scaleops.reporting import DutyReport, publish_report, utcnow
 from scaleops.retry import io_task
 from scaleops.settings import Settings, load_settings
 from tasks.l2_posting import ChainReport, PostOptions, post_chain
+from tasks.solana_posting import post_solana_chain
 
 
 class L2PostingReport(DutyReport):
@@ -31,6 +32,8 @@ class L2PostingReport(DutyReport):
 def post_chain_task(settings: Settings, chain: str, options: PostOptions) -> ChainReport:
     from prefect import get_run_logger
 
+    if settings.chains[chain].kind == "solana":
+        return post_solana_chain(settings, chain, options, get_run_logger())
     return post_chain(settings, chain, options, get_run_logger())
 
 
@@ -50,15 +53,16 @@ def render_markdown(report: L2PostingReport) -> str:
         "",
         f"as of `{report.as_of.isoformat()}`",
         "",
-        "| chain | kind | ops posted | batches | txs | gas used | L2 fee (wei) | L1 fee (wei) | fee/op (wei) "
-        "| bumped | reorged | failed | fee-capped | pending |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| chain | kind | ops posted | batches | txs | gas used | L2 fee (wei) | L1 fee (wei) | fee/op "
+        "| bumped | reorged | failed | fee-capped | pending | lamports | max tx bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in report.chains.items():
         lines.append(
             f"| {name} | {c.kind} | {c.ops_posted} | {c.batches} | {c.txs} | {c.gas_used} | {c.l2_fee_wei} "
             f"| {c.l1_fee_wei} | {c.fee_per_op} | {c.bumped} | {c.reorged} | {c.failed} | {c.fee_capped} "
-            f"| {c.pending} |"
+            f"| {c.pending} | {c.lamports if c.lamports is not None else '-'} "
+            f"| {c.max_tx_bytes if c.max_tx_bytes is not None else '-'} |"
         )
     if report.problems:
         lines += ["", "## Problems", *[f"- {p}" for p in report.problems]]
@@ -106,9 +110,6 @@ def l2_batch_posting(
     report = L2PostingReport(as_of=as_of or utcnow())
     futures = {}
     for name in names:
-        if settings.chains[name].kind == "solana":
-            report.problem(f"{name}: Solana posting is not implemented yet; its operations stay pending")
-            continue
         futures[name] = post_chain_task.submit(settings, name, options)
     for name, future in futures.items():
         try:

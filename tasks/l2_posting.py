@@ -74,6 +74,9 @@ class ChainReport(BaseModel):
     failed: int = 0
     pending: int = 0
     fee_capped: int = 0
+    resigned: int = Field(default=0, description="Solana: re-signed after the blockhash expired unseen")
+    lamports: int | None = Field(default=None, description="Solana: fees paid this run")
+    max_tx_bytes: int | None = Field(default=None, description="Solana: largest transaction signed")
     batch_hashes: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
 

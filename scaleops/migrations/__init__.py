@@ -88,8 +88,19 @@ create index l2_operations_queue on l2_operations (chain, status, id);
 create index l2_operations_batch on l2_operations (batch_id);
 """
 
+SOLANA_BLOCKHASH = """
+-- Solana transactions have no nonce: they expire with their blockhash instead
+alter table l2_batches add column last_valid_block_height bigint;
+alter table l2_batches add column fee_paid numeric(78, 0);  -- Solana: lamports the cluster charged
+alter table l2_batch_txs add column last_valid_block_height bigint;
+alter table l2_batch_txs alter column nonce drop not null;
+alter table l2_batch_txs alter column max_fee_per_gas drop not null;
+alter table l2_batch_txs alter column max_priority_fee_per_gas drop not null;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
+    Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
 )
 
 

@@ -14,6 +14,7 @@ from scaleops.sandbox.services import (
     S3Replicator,
     Service,
 )
+from scaleops.sandbox.solana import SolanaLiteSvm
 
 SERVICES: tuple[type[Service], ...] = (
     Postgres,
@@ -25,4 +26,5 @@ SERVICES: tuple[type[Service], ...] = (
     PrefectServer,
     AnvilOptimism,
     AnvilArbitrum,
+    SolanaLiteSvm,
 )
