@@ -58,13 +58,13 @@ def events_since(api: str, name: str, started_at: str, timeout: float = 30) -> l
 
 
 def secrets_of(env: dict[str, str]) -> list[str]:
-    keys = [env["SCALEOPS_CHAINS__OPTIMISM__SIGNER_KEY"], env["SCALEOPS_CHAINS__ARBITRUM__SIGNER_KEY"]]
+    keys = [env[f"SCALEOPS_CHAINS__{c}__SIGNER_KEY"] for c in ("OPTIMISM", "ARBITRUM", "SOLANA")]
     return keys + [k.removeprefix("0x") for k in keys]
 
 
 def test_outbox_and_duty_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:
     migrate = cli(cli_env, "db", "migrate")
-    assert migrate.returncode == 0 and "1 migration(s) applied" in migrate.stderr
+    assert migrate.returncode == 0 and "migration(s) applied" in migrate.stderr
     again = cli(cli_env, "db", "migrate")
     assert again.returncode == 0 and "up to date" in again.stderr
 
@@ -79,6 +79,11 @@ def test_outbox_and_duty_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> 
     ops.write_text("\n".join(lines) + "\n")
     added = cli(cli_env, "outbox", "add", "--chain", "arbitrum", "--from-file", str(ops), "--json")
     assert json.loads(added.stdout)["added"] == 7
+    memos = "\n".join(
+        json.dumps({"key": f"{prefix}-s{i}", "kind": "memo", "payload": {"i": i}}) for i in range(3)
+    )
+    solana = cli(cli_env, "outbox", "add", "--chain", "solana", "--from-file", "-", "--json", stdin=memos)
+    assert json.loads(solana.stdout)["added"] == 3, solana.stderr
     status = json.loads(cli(cli_env, "outbox", "status", "--json").stdout)
     assert status["arbitrum"]["counts"]["pending"] == 7 and status["optimism"]["counts"]["pending"] == 1
     assert status["arbitrum"]["oldest_pending_age_seconds"] >= 0
@@ -91,6 +96,8 @@ def test_outbox_and_duty_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> 
     arbitrum = report["chains"]["arbitrum"]
     assert arbitrum["ops_posted"] == 7 and arbitrum["batches"] == 3 and arbitrum["pending"] == 0
     assert arbitrum["l1_fee_wei"] > 0 and arbitrum["fee_per_op"] > 0 and arbitrum["gas_used"] > 0
+    sol = report["chains"]["solana"]
+    assert sol["ops_posted"] == 3 and sol["lamports"] > 0 and 0 < sol["max_tx_bytes"] <= 1232
     status = json.loads(cli(cli_env, "outbox", "status", "--json").stdout)
     assert status["arbitrum"]["counts"]["confirmed"] == 7
 
