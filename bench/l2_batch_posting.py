@@ -87,14 +87,57 @@ def run_mode(base_dsn: str, chain: str, ops: int, batch_ops: int) -> dict[str, A
         drop_db(base_dsn, name)
 
 
+def run_solana_mode(base_dsn: str, ops: int, batch_ops: int) -> dict[str, Any]:
+    import psycopg
+
+    from tasks.solana_posting import post_solana_chain
+
+    name, dsn = scratch_db(base_dsn)
+    os.environ["SCALEOPS_POSTGRES__DSN"] = dsn
+    try:
+        settings = load_settings()
+        prefix = uuid.uuid4().hex[:8]
+        new = [NewOp(f"bench-{prefix}-{i}", "memo", {"sha256": uuid.uuid4().hex * 2}) for i in range(ops)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            ensure_schema(conn)
+            add_operations(conn, "solana", new)
+        started = time.perf_counter()
+        report = post_solana_chain(
+            settings, "solana", PostOptions(max_batch_ops=batch_ops, wait_seconds=600, poll_seconds=0.05)
+        )
+        seconds = time.perf_counter() - started
+        assert report.ops_posted == ops, report.problems
+        return {
+            "txs": report.batches,
+            "ops_per_tx": ops / report.batches,
+            "lamports_per_op": (report.lamports or 0) / ops,
+            "max_tx_bytes": report.max_tx_bytes,
+            "ops_per_s": ops / seconds,
+        }
+    finally:
+        os.environ["SCALEOPS_POSTGRES__DSN"] = base_dsn
+        drop_db(base_dsn, name)
+
+
+def print_table(title: str, left: str, a: dict[str, Any], b: dict[str, Any], rows: list[Any]) -> None:
+    print(title)
+    print(f"| metric | {left} | one tx per op | ratio |")
+    print("|---|---|---|---|")
+    for label, key, fmt, higher_is_better in rows:
+        x, y = a[key], b[key]
+        ratio = (x / y if higher_is_better else y / x) if x and y else float("nan")
+        print(f"| {label} | {fmt.format(x)} | {fmt.format(y)} | {ratio:.1f}x |")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.l2_batch_posting")
     parser.add_argument("--ops", type=int, default=1000)
     parser.add_argument("--batch-ops", type=int, default=200)
     parser.add_argument("--chain", default="optimism")
+    parser.add_argument("--solana-ops", type=int, default=500)
     args = parser.parse_args(argv)
     sandbox = Sandbox(Settings())
-    sandbox.up(["postgres", "anvil_optimism", "anvil_arbitrum"])
+    sandbox.up(["postgres", "anvil_optimism", "anvil_arbitrum", "solana"])
     apply_env(sandbox.env())
     base = os.environ["SCALEOPS_POSTGRES__DSN"]
     import eth_account  # noqa: F401 - imported before the clock starts (seconds of import, not of posting)
@@ -104,23 +147,29 @@ def main(argv: list[str]) -> int:
     batched = run_mode(base, args.chain, args.ops, args.batch_ops)
     single = run_mode(base, args.chain, args.ops, 1)
     rows = [
-        ("transactions", "txs", "{:.0f}"),
-        ("gas / op", "gas_per_op", "{:,.0f}"),
-        ("L1 data bytes / op (signed tx)", "l1_bytes_per_op", "{:,.1f}"),
-        ("L1 data bytes / op (FastLZ, Fjord)", "l1_fastlz_bytes_per_op", "{:,.1f}"),
-        ("L2 fee / op (wei)", "l2_fee_per_op", "{:,.0f}"),
-        ("L1 fee / op (wei, oracle)", "l1_fee_per_op", "{:,.0f}"),
-        ("total fee / op (wei)", "fee_per_op", "{:,.0f}"),
-        ("ops/s outbox -> confirmed", "ops_per_s", "{:,.0f}"),
-        ("outbox add ops/s", "add_ops_per_s", "{:,.0f}"),
+        ("transactions", "txs", "{:.0f}", False),
+        ("gas / op", "gas_per_op", "{:,.0f}", False),
+        ("L1 data bytes / op (signed tx)", "l1_bytes_per_op", "{:,.1f}", False),
+        ("L1 data bytes / op (FastLZ, Fjord)", "l1_fastlz_bytes_per_op", "{:,.1f}", False),
+        ("L2 fee / op (wei)", "l2_fee_per_op", "{:,.0f}", False),
+        ("L1 fee / op (wei, oracle)", "l1_fee_per_op", "{:,.0f}", False),
+        ("total fee / op (wei)", "fee_per_op", "{:,.0f}", False),
+        ("ops/s outbox -> confirmed", "ops_per_s", "{:,.0f}", True),
+        ("outbox add ops/s", "add_ops_per_s", "{:,.0f}", True),
     ]
-    print(f"| metric | batched ({args.batch_ops}/tx) | one tx per op | ratio |")
-    print("|---|---|---|---|")
-    for label, key, fmt in rows:
-        a, b = batched[key], single[key]
-        higher_is_better = key in ("ops_per_s", "add_ops_per_s")
-        ratio = (a / b if higher_is_better else b / a) if a and b else float("nan")
-        print(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio:.1f}x |")
+    print_table(f"EVM ({args.chain})", f"batched (<= {args.batch_ops}/tx)", batched, single, rows)
+    if args.solana_ops:
+        print(f"\n{args.solana_ops} memo operations on Solana (LiteSVM RPC), outbox -> confirmed", flush=True)
+        packed = run_solana_mode(base, args.solana_ops, 64)
+        alone = run_solana_mode(base, args.solana_ops, 1)
+        solana_rows = [
+            ("transactions", "txs", "{:.0f}", False),
+            ("ops / transaction", "ops_per_tx", "{:.1f}", True),
+            ("largest transaction (bytes, limit 1232)", "max_tx_bytes", "{:.0f}", False),
+            ("fee / op (lamports)", "lamports_per_op", "{:,.1f}", False),
+            ("ops/s outbox -> confirmed", "ops_per_s", "{:,.0f}", True),
+        ]
+        print_table("Solana", "packed", packed, alone, solana_rows)
     return 0
 
 
