@@ -139,8 +139,8 @@ class Poster:
             self.report.pending = self.count_open()
             return self.report
         try:
-            self.reconcile()
-            if not self.opts.dry_run:
+            if not self.opts.dry_run:  # a dry run signs and sends nothing, not even a replacement
+                self.reconcile()
                 self.drain()
                 self.track()
         finally:

@@ -61,8 +61,8 @@ class SolanaPoster:
             self.report.problems.append(f"{self.chain}: another run holds the posting lock; nothing done")
         else:
             try:
-                self.reconcile()
-                if not self.opts.dry_run:
+                if not self.opts.dry_run:  # a dry run signs and sends nothing
+                    self.reconcile()
                     self.drain()
                     self.track()
             finally:
