@@ -11,6 +11,7 @@ and wait for CONFIRMATIONS blocks with a block-hash re-check. The protocol lives
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -92,6 +93,9 @@ def l2_batch_posting(
     for cfg in settings.chains.values():  # a key also shows up without its 0x prefix
         if cfg.signer_key is not None:
             redactor.add(cfg.signer_key.get_secret_value().removeprefix("0x"))
+        split = urlsplit(cfg.rpc_url)
+        if split.path.strip("/") or split.query:  # provider URLs carry API keys in the path or query
+            redactor.add(cfg.rpc_url, split.path.strip("/"), split.query)
     if max_batch_ops is not None and max_batch_ops < 1:
         raise ValueError("max_batch_ops: must be at least 1")
     if limit < 1:

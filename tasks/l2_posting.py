@@ -33,6 +33,9 @@ from tasks.outbox import Op
 CRASH_ENV = "SCALEOPS_L2_CRASH_AT"
 CRASH_STEPS = ("batched", "signed", "sent", "broadcast", "mined", "confirmed", "replaced")
 MIN_BUMP_PERCENT = 10
+# A node can report the signer's nonce past ours a moment before it serves the receipt that explains it:
+# "another transaction took our nonce" is only concluded after this long without a receipt.
+NONCE_TAKEN_GRACE_SECONDS = 5.0
 
 
 def crashpoint(step: str) -> None:
@@ -127,6 +130,7 @@ class Poster:
         self.report = ChainReport(chain=chain, kind=cfg.kind, signer=self.signer)
         self.max_ops = min(options.max_batch_ops or cfg.max_batch_ops, cfg.max_batch_ops)
         self._capped_bump_noted: set[int] = set()
+        self._nonce_passed_at: dict[int, float] = {}
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> ChainReport:
@@ -441,7 +445,9 @@ class Poster:
             if found is not None:
                 self.on_receipt(batch, *found)
                 return
-            self.on_nonce_taken(batch)
+            first_seen = self._nonce_passed_at.setdefault(batch.id, time.monotonic())
+            if time.monotonic() - first_seen >= NONCE_TAKEN_GRACE_SECONDS:
+                self.on_nonce_taken(batch)
             return
         age = (datetime.now(UTC) - batch.last_sent_at).total_seconds() if batch.last_sent_at else 0.0
         if age >= self.opts.stuck_after_seconds and batch.bumps < self.opts.max_bumps:
