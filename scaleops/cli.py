@@ -31,7 +31,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _settings() -> Settings:
+def load_cli_settings() -> Settings:
     """Load settings or exit 2 with one line per bad field."""
     try:
         return load_settings()
@@ -53,7 +53,7 @@ def _print_json(data: Any) -> None:
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Print the effective settings, every secret masked."""
-    data = _settings().masked()
+    data = load_cli_settings().masked()
     if as_json:
         _print_json(data)
         return
@@ -74,7 +74,7 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON
 @config_app.command("check")
 def config_check() -> None:
     """Validate the settings; exit 2 naming each bad field."""
-    _settings()
+    load_cli_settings()
     err.print("[green]settings are valid[/green]")
 
 
@@ -82,7 +82,7 @@ def config_check() -> None:
 def _sandbox() -> Any:
     from scaleops.sandbox.manager import Sandbox
 
-    return Sandbox(_settings())
+    return Sandbox(load_cli_settings())
 
 
 def _sandbox_error(exc: Exception) -> typer.Exit:
@@ -180,7 +180,7 @@ def run(
     from scaleops.redaction import Redactor
     from scaleops.runner import BadInput, exit_code, parse_params, run_duty
 
-    settings = _settings()
+    settings = load_cli_settings()
     redactor = Redactor(settings.secrets())
     try:
         report = run_duty(duty, parse_params(param or []))
@@ -209,14 +209,14 @@ def demo() -> None:
     from scaleops.sandbox.manager import Sandbox, apply_env
     from scaleops.sandbox.services import SandboxError
 
-    sandbox = Sandbox(_settings())
+    sandbox = Sandbox(load_cli_settings())
     err.print("[bold]starting the sandbox[/bold]")
     try:
         status = sandbox.up(progress=_progress)
     except SandboxError as exc:
         raise _sandbox_error(exc) from None
     apply_env(sandbox.env())
-    settings = _settings()
+    settings = load_cli_settings()
     redactor = Redactor(settings.secrets())
     table = Table("duty", "result", "seconds", "problems", box=None)
     worst = EXIT_OK
@@ -240,6 +240,16 @@ def demo() -> None:
     out.print(f"Prefect UI: {ui}  (flow runs, artifacts and events of this demo are there)")
     out.print(f'Use this sandbox from a shell: eval "$({os.path.basename(sys.argv[0])} sandbox env)"')
     raise typer.Exit(worst)
+
+
+def _register_command_groups() -> None:
+    from scaleops.commands import alerts, backfill
+
+    app.add_typer(alerts.app, name="alerts")
+    app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)
+
+
+_register_command_groups()
 
 
 def main() -> None:  # pragma: no cover - console script entry point

@@ -177,6 +177,22 @@ class SandboxSettings(Section):
     start_timeout_seconds: float = Field(default=90, gt=0)
 
 
+class AlertsSettings(Section):
+    """The alert bridge (`scaleops alerts serve`): Alertmanager/Grafana webhooks -> Prefect events."""
+
+    token: SecretStr | None = Field(default=None, description="bearer token senders must present")
+    host: str = Field(default="127.0.0.1", description="address the bridge listens on")
+    port: int = Field(default=9095, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    url: str | None = Field(default=None, description="where senders reach the bridge (informational)")
+
+
+class AlertmanagerSettings(Section):
+    """The Alertmanager that routes alerts to the bridge."""
+
+    url: str | None = Field(default=None, description="Alertmanager base URL")
+
+
 class LoggingSettings(Section):
     """Extra values to mask in every log line, artifact and event, beyond the secrets above."""
 
@@ -198,6 +214,8 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),

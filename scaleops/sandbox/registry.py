@@ -3,11 +3,13 @@ own module under scaleops/sandbox/ and is added here."""
 
 from __future__ import annotations
 
+from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.services import (
     S3,
     Postgres,
     PostgresReplica,
     PrefectServer,
+    PrefectWorker,
     Redis,
     RedisCluster,
     S3Replicator,
@@ -22,4 +24,7 @@ SERVICES: tuple[type[Service], ...] = (
     S3,
     S3Replicator,
     PrefectServer,
+    PrefectWorker,
+    AlertBridge,
+    Alertmanager,
 )
