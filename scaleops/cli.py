@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -218,6 +219,10 @@ def demo() -> None:
     apply_env(sandbox.env())
     settings = load_cli_settings()
     redactor = Redactor(settings.secrets())
+    err.print("[bold]deploying prefect.yaml[/bold] (schedules, alert triggers, the sandbox worker runs them)")
+    deployed = _deploy_all(sandbox.dir / "logs" / "deploy.log")
+    if not deployed:
+        err.print(f"  [yellow]prefect deploy failed; see {sandbox.dir / 'logs' / 'deploy.log'}[/yellow]")
     table = Table("duty", "result", "seconds", "problems", box=None)
     worst = EXIT_OK
     for name in DUTIES:
@@ -240,6 +245,23 @@ def demo() -> None:
     out.print(f"Prefect UI: {ui}  (flow runs, artifacts and events of this demo are there)")
     out.print(f'Use this sandbox from a shell: eval "$({os.path.basename(sys.argv[0])} sandbox env)"')
     raise typer.Exit(worst)
+
+
+def _deploy_all(log: Path) -> bool:
+    """`prefect --no-prompt deploy --all` from the project root (PREFECT_API_URL from the environment)."""
+    import subprocess
+
+    from scaleops.sandbox.services import PROJECT_ROOT
+
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            cwd=PROJECT_ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    return result.returncode == 0
 
 
 def _register_command_groups() -> None:
