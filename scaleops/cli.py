@@ -28,8 +28,9 @@ sandbox_app = typer.Typer(help="The local sandbox of real services on 127.0.0.1.
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Piped or captured output gets room for URLs instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 def load_cli_settings() -> Settings:
@@ -121,7 +122,7 @@ def _print_status(status: dict[str, Any]) -> None:
     for name, entry in status.items():
         mark = "[green]yes[/green]" if entry["healthy"] else "[red]no[/red]"
         table.add_row(name, mark, entry["url"] or "-", ",".join(map(str, entry["pids"])) or "-")
-    err.print(table, width=max(err.width, 160))
+    err.print(table)
 
 
 @sandbox_app.command("status")
