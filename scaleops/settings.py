@@ -167,9 +167,7 @@ class S3Settings(Section):
         return value
 
 
-DEMO_WARM_SET_QUERY = (
-    "select key, value, updated_at from scaleops_demo.cache_source order by hits desc, key"
-)
+DEMO_WARM_SET_QUERY = "select key, value, updated_at from scaleops_demo.cache_source order by hits desc, key"
 
 
 class WarmSet(Section):

@@ -7,6 +7,8 @@ touches it again, so tests and people may change rows to watch invalidation work
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from scaleops.sandbox.services import LOCAL, Postgres, Service
 
 SCHEMA = "scaleops_demo"
@@ -40,7 +42,7 @@ class CacheSource(Service):
     def port_keys(self) -> list[str]:
         return []
 
-    def pidfiles(self) -> list:  # type: ignore[type-arg]
+    def pidfiles(self) -> list[Path]:
         return []
 
     def running(self) -> bool:  # no process: "running" means seeded
