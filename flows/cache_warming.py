@@ -41,12 +41,12 @@ class CacheWarmingReport(DutyReport):
     warm_set: str = ""
     target: str = "standalone"
     dry_run: bool = False
-    keys_written: int = Field(0, description="keys Redis acknowledged (dry run: keys that would be written)")
-    bytes_written: int = Field(0, description="key + value bytes of those keys")
-    invalidated: int = Field(0, description="keys deleted because their rows changed or vanished")
+    keys_written: int = Field(default=0, description="keys Redis acknowledged (dry run: keys that would be written)")
+    bytes_written: int = Field(default=0, description="key + value bytes of those keys")
+    invalidated: int = Field(default=0, description="keys deleted because their rows changed or vanished")
     invalidated_changed: int = 0
     invalidated_vanished: int = 0
-    skipped: int = Field(0, description="rows with a NULL key or value")
+    skipped: int = Field(default=0, description="rows with a NULL key or value")
     rows_read: int = 0
     stopped_by_budget: bool = False
     budget_detail: str = ""
@@ -177,7 +177,7 @@ def cache_warming(
                 f"refusing to warm {name!r}: maxmemory-policy is noeviction and the budget "
                 f"({memory_budget:.0%} of {before.memory_limit:,} B = {report.memory_budget_bytes:,} B) "
                 f"cannot hold the set: {before.used_memory:,} B used + ~{needed:,} B for "
-                f"{facts.estimate_rows:,} keys; lower `limit`, raise `memory_budget`, or give Redis more memory"
+                f"{facts.estimate_rows:,} keys; lower `limit`, raise `memory_budget`, or add memory"
             )
 
     watermark: datetime | None = None

@@ -206,7 +206,10 @@ class CacheSettings(Section):
         default="scaleops:cache", min_length=1, description="Redis keys for watermarks and hit counters"
     )
     invalidation_overlap_seconds: float = Field(
-        default=60, ge=0, description="rescan rows changed this long before the watermark (late commits)"
+        default=0,
+        ge=0,
+        description="also rescan rows whose updated_at is this much older than the watermark (set it to "
+        "the longest write transaction when updated_at is stamped before commit)",
     )
 
     @field_validator("warm_sets")
