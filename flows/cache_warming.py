@@ -41,7 +41,7 @@ class CacheWarmingReport(DutyReport):
     warm_set: str = ""
     target: str = "standalone"
     dry_run: bool = False
-    keys_written: int = Field(default=0, description="keys Redis acknowledged (dry run: keys that would be written)")
+    keys_written: int = Field(default=0, description="keys Redis acknowledged (dry run: would write)")
     bytes_written: int = Field(default=0, description="key + value bytes of those keys")
     invalidated: int = Field(default=0, description="keys deleted because their rows changed or vanished")
     invalidated_changed: int = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg  # imported once here, not first inside concurrent task threads
 from pydantic import BaseModel
@@ -13,6 +15,8 @@ from scaleops.clients import PostgresRole, postgres_connect
 from scaleops.retry import io_task
 from scaleops.settings import Settings
 from tasks.health import Check, timed_check
+
+T = TypeVar("T")
 
 
 def server_facts(conn: Any) -> dict[str, Any]:
@@ -117,6 +121,46 @@ def stream_batches(
         while batch := cur.fetchmany(batch_size):
             yield batch
     conn.rollback()
+
+
+def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Read `batches` in a thread, `depth` ahead: PostgreSQL produces the next batch while the caller
+    writes this one to Redis (the socket waits release the GIL). Errors surface in the caller; stopping
+    early (budget) stops the thread."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+
+    thread = threading.Thread(target=run, name="scaleops-cache-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def estimate_set(conn: Any, query: str, columns: int, serializer: str, limit: int | None) -> tuple[int, int]:

@@ -143,7 +143,7 @@ def set_commands(
         ]
     )
     keys = [k for k, _ in good]
-    return data, keys, sum(len(k) + len(v) for k, v in good)
+    return data, keys, sum(map(len, keys)) + sum(len(v) for _, v in good)
 
 
 def parse_replies(buf: bytes, n: int) -> tuple[list[bytes], bytes]:
@@ -586,7 +586,7 @@ def warm_keys(settings: Settings, plan: WarmPlan) -> WarmResult:
     from prefect import get_run_logger
 
     from scaleops.clients import postgres_connect
-    from tasks.postgres import stream_batches, warm_rows_sql
+    from tasks.postgres import prefetched, stream_batches, warm_rows_sql
 
     log = get_run_logger()
     target = open_target(settings, plan.target)
@@ -605,7 +605,7 @@ def warm_keys(settings: Settings, plan: WarmPlan) -> WarmResult:
 
         sql = warm_rows_sql(plan.query, plan.columns, plan.serializer, plan.limit)
         with postgres_connect(settings) as conn:
-            batches = stream_batches(conn, sql, {"prefix": plan.key_prefix}, plan.batch_size)
+            batches = prefetched(stream_batches(conn, sql, {"prefix": plan.key_prefix}, plan.batch_size))
             result = warm_batches(
                 batches,
                 target,
