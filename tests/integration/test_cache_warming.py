@@ -128,6 +128,15 @@ def run_cli(env: dict[str, str], *params: str) -> subprocess.CompletedProcess[st
     return subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, timeout=240)
 
 
+def run_flow(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], **params: Any) -> dict[str, Any]:
+    """The flow in this process (one Prefect flow run, no CLI start-up): its report as JSON data."""
+    from flows.cache_warming import cache_warming
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return dict(cache_warming(**params).model_dump(mode="json"))
+
+
 def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.stdout, result.stderr
     return dict(json.loads(result.stdout))
@@ -148,15 +157,16 @@ def test_demo_default_needs_no_configuration(sandbox_env: dict[str, str]) -> Non
 
 
 def test_hottest_first_ttl_spread_and_cluster(
-    sandbox_env: dict[str, str], pg: psycopg.Connection[Any]
+    sandbox_env: dict[str, str], pg: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = make_table(pg, 2000)
     prefix = f"test:{uuid.uuid4().hex[:6]}:"
     pg.execute(f"update {table} set value = null where n = 3")  # NULL value: skipped, not written
     query = f"select key, value from {table} order by hits desc"
-    env = {**sandbox_env, "SCALEOPS_CACHE__WARM_SETS": warm_set(query, prefix, ttl_seconds=1000, ttl_jitter=0.2)}
+    sets = warm_set(query, prefix, ttl_seconds=1000, ttl_jitter=0.2)
+    env = {**sandbox_env, "SCALEOPS_CACHE__WARM_SETS": sets}
 
-    report = report_of(run_cli(env, "limit=500"))
+    report = run_flow(monkeypatch, env, limit=500)
     assert report["ok"] and report["keys_written"] == 499 and report["skipped"] == 1
     client = redis.Redis.from_url(sandbox_env["SCALEOPS_REDIS__URL"])
     keys = [f"{prefix}{n}" for n in range(1, 501) if n != 3]
@@ -169,7 +179,7 @@ def test_hottest_first_ttl_spread_and_cluster(
     assert len(set(ttls)) > 100
     assert report["ttl_range_seconds"] == [800, 1200]
 
-    cluster_report = report_of(run_cli(env, "limit=300", "target=cluster"))
+    cluster_report = run_flow(monkeypatch, env, limit=300, target="cluster")
     assert cluster_report["ok"] and cluster_report["target"] == "cluster"
     assert cluster_report["keys_written"] == 299
     cluster = RedisCluster.from_url(sandbox_env["SCALEOPS_REDIS__CLUSTER_URL"])
@@ -184,12 +194,16 @@ def test_hottest_first_ttl_spread_and_cluster(
 
 
 def test_budget_stop_without_evictions(
-    sandbox_env: dict[str, str], pg: psycopg.Connection[Any], private_redis: Any
+    sandbox_env: dict[str, str],
+    pg: psycopg.Connection[Any],
+    private_redis: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = private_redis("--maxmemory", "8mb", "--maxmemory-policy", "allkeys-lru")
     table = make_table(pg, 40_000, value_bytes=200)
     query = f"select key, value from {table} order by hits desc"
-    env = {**sandbox_env, "SCALEOPS_REDIS__URL": server.url, "SCALEOPS_CACHE__WARM_SETS": warm_set(query, "b:")}
+    env = {**sandbox_env, "SCALEOPS_REDIS__URL": server.url}
+    env["SCALEOPS_CACHE__WARM_SETS"] = warm_set(query, "b:")
 
     result = run_cli(env, "memory_budget=0.8")
     assert result.returncode == 1, result.stderr  # completed, with a finding
@@ -210,14 +224,13 @@ def test_budget_stop_without_evictions(
     # noeviction: refuse up front when the budget cannot hold the set; nothing written
     client.flushall()
     client.config_set("maxmemory-policy", "noeviction")
-    refused = run_cli(env)
-    assert refused.returncode == 2
-    assert "refusing to warm" in refused.stderr and "noeviction" in refused.stderr
+    with pytest.raises(ValueError, match="refusing to warm 't': maxmemory-policy is noeviction"):
+        run_flow(monkeypatch, env)
     assert client.dbsize() == 0
 
 
 def test_invalidation_of_changed_and_deleted_rows(
-    sandbox_env: dict[str, str], pg: psycopg.Connection[Any]
+    sandbox_env: dict[str, str], pg: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = make_table(pg, 100)
     prefix = f"inv:{uuid.uuid4().hex[:6]}:"
@@ -225,12 +238,12 @@ def test_invalidation_of_changed_and_deleted_rows(
     env = {**sandbox_env, "SCALEOPS_CACHE__WARM_SETS": warm_set(query, prefix)}
     client = redis.Redis.from_url(sandbox_env["SCALEOPS_REDIS__URL"])
 
-    first = report_of(run_cli(env))
+    first = run_flow(monkeypatch, env)
     assert first["ok"] and first["keys_written"] == 100 and first["invalidated"] == 0
 
     pg.execute(f"update {table} set value = 'new', updated_at = now() where n in (5, 50)")
     pg.execute(f"delete from {table} where n in (7, 60)")
-    second = report_of(run_cli(env, "limit=30"))
+    second = run_flow(monkeypatch, env, limit=30)
     assert second["ok"], second["problems"]
     assert second["invalidated_changed"] == 2  # rows 5 and 50
     assert second["invalidated_vanished"] == 2  # rows 7 and 60
@@ -240,7 +253,7 @@ def test_invalidation_of_changed_and_deleted_rows(
     assert not client.exists(f"{prefix}7") and not client.exists(f"{prefix}60")  # rows gone
     assert client.get(f"{prefix}40").startswith(b"v40-")  # unchanged, not rewritten: kept
 
-    third = report_of(run_cli(env, "limit=30"))  # nothing changed since: nothing to invalidate
+    third = run_flow(monkeypatch, env, limit=30)  # nothing changed since: nothing to invalidate
     assert third["invalidated"] == 0
 
 
@@ -250,7 +263,8 @@ def test_redis_restart_mid_run_retries_or_fails_never_lies(
     server = private_redis()
     table = make_table(pg, 30_000)
     query = f"select key, value from {table} where {SCHEMA}.pace(n) order by n"
-    env = {**sandbox_env, "SCALEOPS_REDIS__URL": server.url, "SCALEOPS_CACHE__WARM_SETS": warm_set(query, "r:")}
+    env = {**sandbox_env, "SCALEOPS_REDIS__URL": server.url}
+    env["SCALEOPS_CACHE__WARM_SETS"] = warm_set(query, "r:")
     args = [sys.executable, "-m", "scaleops.cli", "run", "cache-warming", "--json"]
     proc = subprocess.Popen(
         args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -277,30 +291,28 @@ def test_redis_restart_mid_run_retries_or_fails_never_lies(
 
 
 def test_bad_settings_fail_fast_with_a_clear_message(
-    sandbox_env: dict[str, str], pg: psycopg.Connection[Any]
+    sandbox_env: dict[str, str], pg: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from scaleops.settings import ConfigError
+
     table = make_table(pg, 10)
     good = f"select key, value from {table}"
     env = {**sandbox_env, "SCALEOPS_CACHE__WARM_SETS": warm_set(good, "x:")}
 
-    unknown = run_cli(env, "warm_set=nope")
-    assert unknown.returncode == 2
-    assert "unknown warm set 'nope'" in unknown.stderr and "SCALEOPS_CACHE__WARM_SETS has: t" in unknown.stderr
-
-    started = time.monotonic()
+    # through the CLI: exit 2 and PostgreSQL's own words, never retried (a retry cannot fix SQL)
     bad_sql = run_cli({**env, "SCALEOPS_CACHE__WARM_SETS": warm_set(f"selec key from {table}", "x:")})
     assert bad_sql.returncode == 2
     assert "the query failed in PostgreSQL" in bad_sql.stderr and "syntax error" in bad_sql.stderr
-    missing = run_cli({**env, "SCALEOPS_CACHE__WARM_SETS": warm_set("select 1, 2 from no_such_table", "x:")})
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
-    assert "Retry" not in bad_sql.stderr + missing.stderr  # a bad query is never retried
-    assert time.monotonic() - started < 120  # generous bound: guards against the 30 s retry backoff
+    assert "Retrying" not in bad_sql.stderr
 
-    columns = run_cli({**env, "SCALEOPS_CACHE__WARM_SETS": warm_set(f"select key from {table}", "x:")})
-    assert columns.returncode == 2 and "returns 1 columns" in columns.stderr
-
-    invalid = run_cli({**env, "SCALEOPS_CACHE__WARM_SETS": warm_set(good, "x:", ttl_jitter=1.5)})
-    assert invalid.returncode == 2 and "SCALEOPS_CACHE__WARM_SETS__T__TTL_JITTER" in invalid.stderr
-
-    bad_param = run_cli(env, "memory_budget=1.5")
-    assert bad_param.returncode == 2 and "memory_budget" in bad_param.stderr
+    with pytest.raises(ValueError, match="unknown warm set 'nope'; SCALEOPS_CACHE__WARM_SETS has: t"):
+        run_flow(monkeypatch, env, warm_set="nope")
+    with pytest.raises(ValueError, match="does not exist"):
+        run_flow(monkeypatch, {"SCALEOPS_CACHE__WARM_SETS": warm_set("select 1, 2 from no_such_table", "x:")})
+    with pytest.raises(ValueError, match="returns 1 columns"):
+        run_flow(monkeypatch, {"SCALEOPS_CACHE__WARM_SETS": warm_set(f"select key from {table}", "x:")})
+    with pytest.raises(ConfigError, match="SCALEOPS_CACHE__WARM_SETS__T__TTL_JITTER"):
+        run_flow(monkeypatch, {"SCALEOPS_CACHE__WARM_SETS": warm_set(good, "x:", ttl_jitter=1.5)})
+    monkeypatch.setenv("SCALEOPS_CACHE__WARM_SETS", warm_set(good, "x:"))
+    with pytest.raises(Exception, match="memory_budget"):
+        run_flow(monkeypatch, {}, memory_budget=1.5)
