@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from scaleops.clients import redis_client, redis_cluster_client
 from scaleops.retry import io_task
-from scaleops.settings import Settings
+from scaleops.settings import Settings, mask_url_password
 from tasks.health import Check, timed_check
 
 RedisTarget = Literal["standalone", "cluster"]
@@ -246,7 +246,7 @@ def open_target(settings: Settings, target: RedisTarget) -> WarmTarget:
     if target == "standalone":
         client = redis_client(settings)
         conn = client.connection_pool.get_connection()
-        name = settings.redis.url
+        name = mask_url_password(settings.redis.url)  # names appear in reports: never a password
         return WarmTarget([name], [client], [RawPipe(name, conn)], clients_to_close=[client])
     cluster = redis_cluster_client(settings)
     primaries = cluster.get_primaries()
@@ -490,7 +490,7 @@ def open_info(settings: Settings, target: RedisTarget) -> WarmTarget:
     """INFO-only view of the target (no raw pipes)."""
     if target == "standalone":
         client = redis_client(settings)
-        return WarmTarget([settings.redis.url], [client], clients_to_close=[client])
+        return WarmTarget([mask_url_password(settings.redis.url)], [client], clients_to_close=[client])
     cluster = redis_cluster_client(settings)
     primaries = cluster.get_primaries()
     return WarmTarget(
@@ -547,6 +547,16 @@ def invalidate_vanished(
         vanished += len(gone)
         if gone:
             removed += delete_keys(client, gone)
+        # rows still there whose keys are still cached (not rewritten this time, e.g. a smaller limit or a
+        # budget stop): keep tracking them, so their rows vanishing later is still noticed
+        kept = [key for row_key, key in source.items() if row_key in still]
+        if kept:
+            pipe = client.pipeline(transaction=False)
+            for key in kept:
+                pipe.exists(key)
+            cached = [key for key, n in zip(kept, pipe.execute(), strict=True) if n]
+            if cached:
+                client.sadd(plan.new_keys_key, *cached)
 
     for key in client.sscan_iter(plan.keys_key, count=chunk):
         batch.append(key)

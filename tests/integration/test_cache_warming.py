@@ -256,6 +256,13 @@ def test_invalidation_of_changed_and_deleted_rows(
     third = run_flow(monkeypatch, env, limit=30)  # nothing changed since: nothing to invalidate
     assert third["invalidated"] == 0
 
+    # a key written two runs ago (outside the last runs' limit) is still tracked: its row vanishing counts
+    pg.execute(f"delete from {table} where n = 80")
+    dry = run_flow(monkeypatch, env, limit=30, dry_run=True)
+    assert dry["dry_run"] and dry["keys_written"] == 30 and client.exists(f"{prefix}80")
+    fourth = run_flow(monkeypatch, env, limit=30)
+    assert fourth["invalidated_vanished"] == 1 and not client.exists(f"{prefix}80")
+
 
 def test_redis_restart_mid_run_retries_or_fails_never_lies(
     sandbox_env: dict[str, str], pg: psycopg.Connection[Any], private_redis: Any
