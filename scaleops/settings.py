@@ -298,6 +298,9 @@ class Settings(BaseSettings):
             elif isinstance(value, list | tuple):
                 for item in value:
                     walk(item)
+            elif isinstance(value, dict):  # e.g. cache.warm_sets
+                for item in value.values():
+                    walk(item)
 
         walk(self)
         return sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True)
@@ -315,6 +318,8 @@ class Settings(BaseSettings):
                 return {name: dump(getattr(value, name)) for name in type(value).model_fields}
             if isinstance(value, list | tuple):
                 return [dump(v) for v in value]
+            if isinstance(value, dict):  # e.g. cache.warm_sets
+                return {str(k): dump(v) for k, v in value.items()}
             if isinstance(value, Path):
                 return str(value)
             return value
