@@ -185,6 +185,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.cache_warming")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the flow run")
+    parser.add_argument(
+        "--batch-sizes", default="", help="comma-separated: also time the flow's warm step at each batch size"
+    )
     args = parser.parse_args(argv)
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -206,6 +209,11 @@ def main(argv: list[str]) -> int:
         report, flow_wall = run_flow(port, rows, args.profile)
         flow_keys = report.keys_written  # dbsize also counts the warm set's state hash
         ceiling = redis_benchmark(port, rows)
+        sweep = []
+        for size in [int(x) for x in args.batch_sizes.split(",") if x.strip()]:
+            os.environ["SCALEOPS_CACHE__BATCH_SIZE"] = str(size)
+            sweep.append((size, run_flow(port, rows, False)[0].keys_per_second))
+        os.environ.pop("SCALEOPS_CACHE__BATCH_SIZE", None)
     baseline = max(copy_keys / copy_s, resp_keys / resp_s)
     flow_rate = report.keys_per_second
     lines = [
@@ -221,6 +229,8 @@ def main(argv: list[str]) -> int:
     print(f"flow warm step / best pipe baseline: {flow_rate / baseline:.2f}x")
     print(f"whole flow run / best pipe baseline: {(flow_keys / flow_wall) / baseline:.2f}x")
     print(f"best pipe baseline / redis-benchmark ceiling: {baseline / ceiling:.2f}x" if ceiling else "")
+    for size, rate in sweep:
+        print(f"batch size {size:>6}: warm step {rate:>10,.0f} keys/s")
     return 0
 
 
