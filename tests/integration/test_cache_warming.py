@@ -143,7 +143,24 @@ def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ tests
+def warmed_events(api: str, resource: str, since: str) -> list[dict[str, Any]]:
+    import httpx
+
+    body = {
+        "filter": {
+            "event": {"name": ["scaleops.cache.warmed"]},
+            "resource": {"id": [resource]},
+            "occurred": {"since": since},
+        },
+        "limit": 5,
+    }
+    return list(httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"])
+
+
 def test_demo_default_needs_no_configuration(sandbox_env: dict[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC).isoformat()
     env = {k: v for k, v in sandbox_env.items()}
     result = run_cli(env)
     assert result.returncode == 0, result.stderr
@@ -154,6 +171,13 @@ def test_demo_default_needs_no_configuration(sandbox_env: dict[str, str]) -> Non
     for field in ("ok", "target", "bytes_written", "invalidated", "skipped", "stopped_by_budget", "seconds"):
         assert field in report
     assert "keys_per_second" in report and "hit_rate_since_last_run" in report
+    events: list[dict[str, Any]] = []
+    for _ in range(50):  # the server stores events a moment after they are sent
+        events = warmed_events(sandbox_env["PREFECT_API_URL"], "scaleops.cache.demo", since)
+        if events:
+            break
+        time.sleep(0.2)
+    assert events and events[0]["payload"]["keys_written"] == report["keys_written"]
 
 
 def test_hottest_first_ttl_spread_and_cluster(
