@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -68,6 +68,12 @@ class WarmQueryError(ValueError):
     """The warm set's SQL does not run or does not return `key, value[, updated_at]`; never retried."""
 
 
+def _escaped(query: str) -> str:
+    """The query as text inside a statement that also has parameters: psycopg reads `%` as a placeholder
+    there, so a `like 'a%'` in a warm set must be written `%%` to reach PostgreSQL unchanged."""
+    return query.replace("%", "%%")
+
+
 def _alias(columns: int) -> str:
     return "q(k, v, u)" if columns == 3 else "q(k, v)"
 
@@ -106,7 +112,7 @@ def warm_rows_sql(query: str, columns: int, serializer: str, limit: int | None) 
     """SELECT (key bytes with prefix, value bytes), hottest first; NULL keys/values are skipped later."""
     sql = (
         f"select convert_to(%(prefix)s || q.k::text, 'UTF8'), {VALUE_SQL[serializer]}"
-        f" from ({query}) as {_alias(columns)}"
+        f" from ({_escaped(query)}) as {_alias(columns)}"
     )
     return sql + (f" limit {int(limit)}" if limit is not None else "")
 
@@ -123,7 +129,7 @@ def stream_batches(
     conn.rollback()
 
 
-def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetched(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Read `batches` in a thread, `depth` ahead: PostgreSQL produces the next batch while the caller
     writes this one to Redis (the socket waits release the GIL). Errors surface in the caller; stopping
     early (budget) stops the thread."""
@@ -188,7 +194,8 @@ def changed_key_batches(
     with conn.cursor(name="scaleops_cache_changed") as cur:
         cur.itersize = batch_size
         cur.execute(
-            f"select q.k::text, q.u::timestamptz from ({query}) as {_alias(3)} where q.u > %s", (since,)
+            f"select q.k::text, q.u::timestamptz from ({_escaped(query)}) as {_alias(3)} where q.u > %s",
+            (since,),
         )
         while batch := cur.fetchmany(batch_size):
             keys = [k for k, _ in batch if k is not None]
@@ -200,7 +207,7 @@ def changed_key_batches(
 def present_keys(conn: Any, query: str, columns: int, keys: list[str]) -> set[str]:
     """Which of `keys` the warm set's query still returns (rows not deleted)."""
     rows = conn.execute(
-        f"select q.k::text from ({query}) as {_alias(columns)} where q.k::text = any(%s)", (keys,)
+        f"select q.k::text from ({_escaped(query)}) as {_alias(columns)} where q.k::text = any(%s)", (keys,)
     ).fetchall()
     conn.rollback()
     return {r[0] for r in rows}

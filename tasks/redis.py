@@ -616,15 +616,18 @@ def warm_keys(settings: Settings, plan: WarmPlan) -> WarmResult:
         sql = warm_rows_sql(plan.query, plan.columns, plan.serializer, plan.limit)
         with postgres_connect(settings) as conn:
             batches = prefetched(stream_batches(conn, sql, {"prefix": plan.key_prefix}, plan.batch_size))
-            result = warm_batches(
-                batches,
-                target,
-                TtlPicker(plan.ttl_seconds, plan.ttl_jitter),
-                budget,
-                track=track,
-                progress=progress,
-                dry_run=plan.dry_run,
-            )
+            try:
+                result = warm_batches(
+                    batches,
+                    target,
+                    TtlPicker(plan.ttl_seconds, plan.ttl_jitter),
+                    budget,
+                    track=track,
+                    progress=progress,
+                    dry_run=plan.dry_run,
+                )
+            finally:
+                batches.close()  # a budget stop or an error: end the reader thread before the connection
     finally:
         target.close()
         state.close()

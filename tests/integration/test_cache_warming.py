@@ -258,7 +258,8 @@ def test_invalidation_of_changed_and_deleted_rows(
 ) -> None:
     table = make_table(pg, 100)
     prefix = f"inv:{uuid.uuid4().hex[:6]}:"
-    query = f"select key, value, updated_at from {table} order by hits desc"
+    # `like '%'`: a literal % in a warm set's SQL must reach PostgreSQL intact in every statement
+    query = f"select key, value, updated_at from {table} where key like '%' order by hits desc"
     env = {**sandbox_env, "SCALEOPS_CACHE__WARM_SETS": warm_set(query, prefix)}
     client = redis.Redis.from_url(sandbox_env["SCALEOPS_REDIS__URL"])
 

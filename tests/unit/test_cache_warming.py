@@ -171,6 +171,8 @@ def test_warm_query_is_wrapped_not_edited() -> None:
     sql = warm_rows_sql("select a, b from t order by h desc", 2, "json", 10)
     assert "from (select a, b from t order by h desc) as q(k, v)" in sql
     assert "to_json(q.v)" in sql and sql.endswith("limit 10")
+    # a `%` in the warm set's SQL survives psycopg's placeholder parsing (the statement has parameters)
+    assert "like 'a%%'" in warm_rows_sql("select a, b from t where a like 'a%'", 2, "text", None)
 
 
 def test_warm_set_settings_are_validated_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
