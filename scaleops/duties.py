@@ -48,6 +48,13 @@ DUTIES: dict[str, Duty] = {
             "check that every configured system answers (PostgreSQL primary and replica, Redis, "
             "Redis Cluster, both S3 regions)",
         ),
+        Duty(
+            "cache-warming",
+            "flows.cache_warming:cache_warming",
+            "cache",
+            "stream a warm set from PostgreSQL into Redis (cluster aware, TTL jitter) inside a memory "
+            "budget, invalidate changed rows, report the hit rate",
+        ),
     )
 }
 

@@ -4,6 +4,7 @@ own module under scaleops/sandbox/ and is added here."""
 from __future__ import annotations
 
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
+from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.services import (
     S3,
     Postgres,
@@ -24,6 +25,7 @@ SERVICES: tuple[type[Service], ...] = (
     S3,
     S3Replicator,
     PrefectServer,
+    CacheSource,
     PrefectWorker,
     AlertBridge,
     Alertmanager,
