@@ -49,6 +49,13 @@ DUTIES: dict[str, Duty] = {
             "Redis Cluster, both S3 regions)",
         ),
         Duty(
+            "cache-warming",
+            "flows.cache_warming:cache_warming",
+            "cache",
+            "stream a warm set from PostgreSQL into Redis (cluster aware, TTL jitter) inside a memory "
+            "budget, invalidate changed rows, report the hit rate",
+        ),
+        Duty(
             "l2-batch-posting",
             "flows.l2_batch_posting:l2_batch_posting",
             "l2",

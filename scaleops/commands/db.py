@@ -12,11 +12,11 @@ err = Console(stderr=True, soft_wrap=True)
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply every schema migration not applied yet (idempotent, safe to run concurrently)."""
-    from scaleops.cli import _settings
+    from scaleops.cli import load_cli_settings
     from scaleops.clients import postgres_connect
     from scaleops.migrations import migrate
 
-    settings = _settings()
+    settings = load_cli_settings()
     with postgres_connect(settings, autocommit=True) as conn:
         applied = migrate(conn)
     for migration in applied:

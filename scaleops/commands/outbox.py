@@ -42,11 +42,11 @@ def add(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Queue operations; a key that is already queued is left as it is (idempotent)."""
-    from scaleops.cli import _settings
+    from scaleops.cli import load_cli_settings
     from scaleops.clients import postgres_connect
     from tasks.outbox import NewOp, OutboxInputError, add_operations, ensure_schema, parse_jsonl, validate_op
 
-    settings = _settings()
+    settings = load_cli_settings()
     chain = chain.lower()
     _check_chain(settings, chain)
     single = (kind, payload, key)
@@ -88,11 +88,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Operations per status and the age of the oldest pending one, per chain."""
-    from scaleops.cli import _settings
+    from scaleops.cli import load_cli_settings
     from scaleops.clients import postgres_connect
     from tasks.outbox import OP_STATUSES, ensure_schema, outbox_status
 
-    settings = _settings()
+    settings = load_cli_settings()
     if chain is not None:
         chain = chain.lower()
         _check_chain(settings, chain)

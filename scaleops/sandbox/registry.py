@@ -3,12 +3,15 @@ own module under scaleops/sandbox/ and is added here."""
 
 from __future__ import annotations
 
+from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
+from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.services import (
     S3,
     Postgres,
     PostgresReplica,
     PrefectServer,
+    PrefectWorker,
     Redis,
     RedisCluster,
     S3Replicator,
@@ -24,6 +27,10 @@ SERVICES: tuple[type[Service], ...] = (
     S3,
     S3Replicator,
     PrefectServer,
+    CacheSource,
+    PrefectWorker,
+    AlertBridge,
+    Alertmanager,
     AnvilOptimism,
     AnvilArbitrum,
     SolanaLiteSvm,
