@@ -253,6 +253,33 @@ class LoggingSettings(Section):
     extra_secrets: list[SecretStr] = Field(default_factory=list)
 
 
+ChainKind = Literal["op", "arbitrum", "zksync", "evm", "solana"]
+
+
+class ChainSettings(Section):
+    """One chain the outbox posts to (`SCALEOPS_CHAINS__<NAME>__...`; duty l2-batch-posting)."""
+
+    rpc_url: str = Field(description="JSON-RPC endpoint")
+    chain_id: int = Field(gt=0)
+    kind: ChainKind = "evm"
+    contract: str | None = Field(default=None, description="the OperationLog contract (EVM chains)")
+    signer_address: str | None = Field(default=None, description="address (or Solana pubkey) that signs")
+    signer_key: SecretStr | None = Field(default=None, description="private key of the signer (secret)")
+    max_batch_ops: int = Field(default=200, ge=1, le=10_000)
+    max_batch_bytes: int = Field(default=60_000, ge=256, description="calldata bytes of one batch")
+    max_fee_per_batch: int = Field(default=10**16, ge=0, description="wei (lamports on Solana), L2 + L1")
+    confirmations: int = Field(default=1, ge=1, le=1000)
+    rpc_timeout_seconds: float = Field(default=10, gt=0)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc(cls, value: str) -> str:
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid RPC URL (expected http(s)://host[:port])")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything scaleops reads from its environment. See README "Configuration"."""
 
@@ -271,6 +298,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    chains: dict[str, ChainSettings] = Field(default_factory=dict, description="L2 posting targets by name")
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),

@@ -4,6 +4,7 @@ own module under scaleops/sandbox/ and is added here."""
 from __future__ import annotations
 
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
+from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
 from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.services import (
     S3,
@@ -16,6 +17,7 @@ from scaleops.sandbox.services import (
     S3Replicator,
     Service,
 )
+from scaleops.sandbox.solana import SolanaLiteSvm
 
 SERVICES: tuple[type[Service], ...] = (
     Postgres,
@@ -29,4 +31,7 @@ SERVICES: tuple[type[Service], ...] = (
     PrefectWorker,
     AlertBridge,
     Alertmanager,
+    AnvilOptimism,
+    AnvilArbitrum,
+    SolanaLiteSvm,
 )
