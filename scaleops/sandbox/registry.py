@@ -28,10 +28,10 @@ SERVICES: tuple[type[Service], ...] = (
     S3Replicator,
     PrefectServer,
     CacheSource,
-    PrefectWorker,
     AlertBridge,
     Alertmanager,
     AnvilOptimism,
     AnvilArbitrum,
     SolanaLiteSvm,
+    PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)
 )

@@ -37,6 +37,7 @@ class Service:
     name: str = ""
     requires: tuple[str, ...] = ()
     description: str = ""
+    after_all: bool = False  # start only once every other selected service is healthy
 
     def __init__(self, sandbox: Sandbox):
         self.sb = sandbox
@@ -697,6 +698,7 @@ class PrefectWorker(Service):
 
     name = "worker"
     requires = ("prefect",)
+    after_all = True  # flow runs inherit the worker's environment: every service must be in it
     description = "prefect worker, process pool 'scaleops'"
 
     def port_keys(self) -> list[str]:
