@@ -55,6 +55,19 @@ DUTIES: dict[str, Duty] = {
             "back up each PostgreSQL database to S3, verify the replica region holds the same bytes, "
             "restore the newest backup from the replica region and check it, RPO/RTO, GFS retention",
         ),
+        Duty(
+            "cache-warming",
+            "flows.cache_warming:cache_warming",
+            "cache",
+            "stream a warm set from PostgreSQL into Redis (cluster aware, TTL jitter) inside a memory "
+            "budget, invalidate changed rows, report the hit rate",
+        ),
+        Duty(
+            "l2-batch-posting",
+            "flows.l2_batch_posting:l2_batch_posting",
+            "l2",
+            "post the PostgreSQL outbox to L2 chains in batches, exactly once, at the lowest fee",
+        ),
     )
 }
 
