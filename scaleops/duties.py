@@ -48,6 +48,13 @@ DUTIES: dict[str, Duty] = {
             "check that every configured system answers (PostgreSQL primary and replica, Redis, "
             "Redis Cluster, both S3 regions)",
         ),
+        Duty(
+            "capacity-forecast",
+            "flows.capacity_forecast:capacity_forecast",
+            "capacity",
+            "forecast metric series (Prometheus, CloudWatch, CSV, PostgreSQL), date threshold breaches, "
+            "recommend capacity and cost",
+        ),
     )
 }
 

@@ -334,7 +334,11 @@ def forecast_many(
             if progress:
                 progress(i + 1, len(jobs))
         return results
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as executor:
+    import multiprocessing
+
+    # spawn, not fork: the caller may run threads (Prefect does), and fork copies their locks
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as executor:
         for i, result in enumerate(executor.map(_forecast_job, jobs)):
             results.append(result)
             if progress:
@@ -359,7 +363,7 @@ def first_crossing(
     hits = np.flatnonzero(np.asarray(values) >= threshold)
     if hits.size == 0:
         return None
-    return pd.Timestamp(timestamps[int(hits[0])]).to_pydatetime()
+    return pd.Timestamp(timestamps[int(hits[0])]).round("s").to_pydatetime()
 
 
 def breach(frame: pd.DataFrame, threshold: float) -> Breach:
@@ -406,3 +410,15 @@ def recommend(
         if cost is not None:
             text += f", about {cost:,.2f}/month more"
     return Recommendation(units=units, amount=amount, monthly_cost=cost, text=text)
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class SeriesData:
+    """What a source returns for one series: epoch-second timestamps and values, or why it could not."""
+
+    name: str
+    timestamps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    step_seconds: float | None = None  # the source's cadence when it has one (Prometheus step, CW period)
+    error: str | None = None

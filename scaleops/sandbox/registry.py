@@ -3,6 +3,7 @@ own module under scaleops/sandbox/ and is added here."""
 
 from __future__ import annotations
 
+from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
     S3,
     Postgres,
@@ -22,4 +23,5 @@ SERVICES: tuple[type[Service], ...] = (
     S3,
     S3Replicator,
     PrefectServer,
+    Prometheus,
 )
