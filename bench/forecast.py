@@ -99,7 +99,9 @@ def bare_statsforecast(train: pd.Series, h: int, step: float, daily: int) -> tup
 
     frame = pd.DataFrame({"unique_id": "s", "ds": train.index, "y": train.to_numpy()})
     model = MSTL(season_length=[daily], trend_forecaster=AutoETS(model="ZZN")) if daily else AutoETS()
-    sf = StatsForecast(models=[model], freq=pd.tseries.frequencies.to_offset(pd.Timedelta(seconds=step)), n_jobs=1)
+    sf = StatsForecast(
+        models=[model], freq=pd.tseries.frequencies.to_offset(pd.Timedelta(seconds=step)), n_jobs=1
+    )
     out = sf.forecast(df=frame, h=h, level=[80])
     name = "MSTL" if daily else "AutoETS"
     return out[name].to_numpy(), np.vstack([out[f"{name}-lo-80"], out[f"{name}-hi-80"]])

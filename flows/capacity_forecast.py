@@ -158,7 +158,8 @@ def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
     breaching = [s for s in report.series if s.status == "breach-within-lead-time"]
     failing = [s for s in report.series if s.status not in ("ok", "breach-within-lead-time")]
     lines = [
-        f"# Capacity forecast: {len(breaching)} breach(es) within lead time, {len(failing)} series not forecast",
+        f"# Capacity forecast: {len(breaching)} breach(es) within lead time, "
+        f"{len(failing)} series not forecast",
         "",
         f"as of `{report.as_of.isoformat()}`, lookback {report.lookback}, horizon {report.horizon}",
         "",
@@ -229,7 +230,9 @@ def capacity_forecast(
         raise ValueError(f"unknown series: {', '.join(unknown)}; configured: {[s.name for s in cap.series]}")
     end = as_of.timestamp()
     start = end - lookback_seconds
-    log.info("capacity-forecast: fetching %d series, %s back from %s", len(specs), lookback, as_of.isoformat())
+    log.info(
+        "capacity-forecast: fetching %d series, %s back from %s", len(specs), lookback, as_of.isoformat()
+    )
     fetched = fetch_all(settings, specs, start, end)
 
     @task(task_run_name="validate-and-forecast-{count}-series")
@@ -238,7 +241,9 @@ def capacity_forecast(
         jobs: list[dict[str, Any]] = []
         pending: list[tuple[SeriesResult, SeriesSettings, Validated, float]] = []
         for spec, data in zip(specs, fetched, strict=True):
-            result = SeriesResult(name=spec.name, source=spec.source, unit=spec.unit, threshold=spec.threshold)
+            result = SeriesResult(
+                name=spec.name, source=spec.source, unit=spec.unit, threshold=spec.threshold
+            )
             results.append(result)
             if data.error:
                 result.status, result.failures = "fetch-failed", [redactor.text(data.error)]
@@ -353,7 +358,9 @@ def fill_result(
             result.recommendation += f", before {fmt_time(found.breach_at_upper)}"
 
 
-def chart_for(result: SeriesResult, spec: SeriesSettings, fc: Forecast, checked: Validated, step: float) -> str:
+def chart_for(
+    result: SeriesResult, spec: SeriesSettings, fc: Forecast, checked: Validated, step: float
+) -> str:
     from tasks.capacity_charts import data_uri, forecast_chart
 
     frame = fc.frame(pd.Timestamp(checked.timestamps[-1], unit="s", tz="UTC"), step)

@@ -40,7 +40,8 @@ def fetch_cloudwatch_series(
 ) -> list[SeriesData]:
     """GetMetricData for every series (batches of 500, every page), timestamps ascending."""
     found: dict[str, SeriesData] = {
-        spec.name: SeriesData(spec.name, step_seconds=parse_duration(spec.step or DEFAULT_PERIOD)) for spec in specs
+        spec.name: SeriesData(spec.name, step_seconds=parse_duration(spec.step or DEFAULT_PERIOD))
+        for spec in specs
     }
     for offset in range(0, len(specs), MAX_QUERIES_PER_CALL):
         chunk = list(specs[offset : offset + MAX_QUERIES_PER_CALL])

@@ -47,7 +47,9 @@ def read_series_csv(path: str | Path) -> tuple[list[float], list[float]]:
         try:
             header = next(reader)
         except StopIteration:
-            raise MalformedFile(f"{path}: line 1: the file is empty (expected a timestamp,value header)") from None
+            raise MalformedFile(
+                f"{path}: line 1: the file is empty (expected a timestamp,value header)"
+            ) from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise MalformedFile(f"{path}: line 1: not a CSV ({exc})") from None
         names = [h.strip().lower() for h in header]

@@ -65,7 +65,9 @@ def fetch_postgres_series(conn: Any, specs: Any, start: float, end: float) -> li
                 raise
             out.append(SeriesData(spec.name, error=f"query failed: {str(exc).splitlines()[0]}"))
             continue
-        stamps = [float(r[0]) if isinstance(r[0], int | float) else float(epoch_seconds([r[0]])[0]) for r in rows]
+        stamps = [
+            float(r[0]) if isinstance(r[0], int | float) else float(epoch_seconds([r[0]])[0]) for r in rows
+        ]
         values = [float("nan") if r[1] is None else float(r[1]) for r in rows]
         out.append(SeriesData(spec.name, timestamps=stamps, values=values))
     return out

@@ -33,6 +33,8 @@ def _batch_definition() -> Any:
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
+            # this module sets its own logger to INFO at import: quiet it after the import
+            logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
             context = gx.get_context(mode="ephemeral")
             context.variables.progress_bars = ProgressBarsConfig(globally=False)
             source = context.data_sources.add_pandas("scaleops-capacity")
@@ -112,9 +114,7 @@ def validate_series(
     t = np.asarray(timestamps, dtype=float)
     v = np.asarray(values, dtype=float)
     gaps = np.concatenate([[1.0], np.diff(t) / step_seconds]) if t.size else np.empty(0)
-    frame = pd.DataFrame(
-        {"t": t, "finite_value": np.where(np.isfinite(v), v, np.nan), "gap_steps": gaps}
-    )
+    frame = pd.DataFrame({"t": t, "finite_value": np.where(np.isfinite(v), v, np.nan), "gap_steps": gaps})
     staleness = max(max_staleness_seconds, 2 * step_seconds)
     low, high = bounds if bounds is not None else (None, None)
     batch_definition = _batch_definition()  # creates the GX context the suite belongs to
@@ -124,7 +124,9 @@ def validate_series(
     suite.add_expectation(E.ExpectColumnValuesToBeIncreasing(column="t", strictly=True))
     suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column="finite_value"))
     if low is not None or high is not None:
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="finite_value", min_value=low, max_value=high))
+        suite.add_expectation(
+            E.ExpectColumnValuesToBeBetween(column="finite_value", min_value=low, max_value=high)
+        )
     suite.add_expectation(
         E.ExpectColumnValuesToBeBetween(column="gap_steps", min_value=0.5, max_value=max_gap_steps + 0.5)
     )

@@ -36,7 +36,14 @@ def forecast(
     horizon; 2: the file is malformed, fails validation, or the horizon is bad.
     """
     from flows.capacity_forecast import analyse_series
-    from tasks.forecasting import ForecastError, SeriesData, breach, forecast_series, horizon_steps, infer_step
+    from tasks.forecasting import (
+        ForecastError,
+        SeriesData,
+        breach,
+        forecast_series,
+        horizon_steps,
+        infer_step,
+    )
     from tasks.metric_files import MalformedFile, read_series_csv
 
     try:
@@ -68,7 +75,8 @@ def forecast(
         err.print(f"note: {escape(note)}", highlight=False)
     print(f"model: {result.model}")
     print(f"cv_mase: {result.cv_mase:.4f}")
-    print(f"cv_mae: {result.cv_mae[result.model]:.6g} ({result.cv_windows} windows of {result.cv_horizon} steps)")
+    windows = f"{result.cv_windows} windows of {result.cv_horizon} steps"
+    print(f"cv_mae: {result.cv_mae[result.model]:.6g} ({windows})")
     print(f"wrote {len(out)} rows ({steps} steps of {step:g}s) to {output}")
     code = EXIT_OK
     if threshold is not None:

@@ -31,7 +31,9 @@ def _daily_shape(hours: np.ndarray, peak_hour: float = 14.0) -> np.ndarray:
     return 0.5 + 0.5 * np.cos(2 * np.pi * (hours - peak_hour) / 24)
 
 
-def generate_history(start: float, end: float, seed: int = 7) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+def generate_history(
+    start: float, end: float, seed: int = 7
+) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """{family: (labels, timestamps, values)}: the four series the default settings forecast."""
     rng = np.random.default_rng(seed)
     t = np.arange(start, end, STEP_SECONDS, dtype=float)
@@ -69,9 +71,7 @@ def openmetrics(history: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> str:
     lines = []
     for family, (labels, stamps, values) in history.items():
         lines.append(f"# TYPE {family} gauge")
-        lines.extend(
-            f"{family}{{{labels}}} {v:.6g} {int(ts)}" for ts, v in zip(stamps, values, strict=True)
-        )
+        lines.extend(f"{family}{{{labels}}} {v:.6g} {int(ts)}" for ts, v in zip(stamps, values, strict=True))
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
