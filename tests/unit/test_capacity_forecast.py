@@ -150,6 +150,26 @@ def test_forecast_many_returns_errors_in_place() -> None:
     assert isinstance(results[1], str) and "at least 16 points" in results[1]
 
 
+def test_forecast_many_in_worker_processes_matches_in_process() -> None:
+    """Many series in parallel: spawned workers give the same answers as the flow's own process."""
+    jobs = [
+        {
+            "values": hourly(24 * 4, seed=s)[1],
+            "step_seconds": HOUR,
+            "horizon": 12,
+            "models": ["naive", "seasonal_naive"],
+        }
+        for s in range(3)
+    ]
+    seen: list[tuple[int, int]] = []
+    parallel = forecast_many(jobs, workers=2, progress=lambda done, total: seen.append((done, total)))
+    serial = forecast_many(jobs, workers=1)
+    assert seen[-1] == (3, 3)
+    for a, b in zip(parallel, serial, strict=True):
+        assert isinstance(a, Forecast) and isinstance(b, Forecast)
+        assert a.model == b.model and np.allclose(a.mean, b.mean) and np.allclose(a.hi[95], b.hi[95])
+
+
 def test_too_short_or_not_finite_is_refused() -> None:
     with pytest.raises(ForecastError):
         forecast_series([1.0] * 10, HOUR, 5)
