@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from scaleops.duties import duty_flow
-from scaleops.redaction import protect
+from scaleops.redaction import Redactor, protect
 from scaleops.reporting import DutyReport, flush_events, publish_report, utcnow
 from scaleops.settings import SeriesSettings, Settings, load_settings
 from tasks.forecasting import (
@@ -193,13 +193,13 @@ def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def emit_breach_event(result: SeriesResult) -> None:
+def emit_breach_event(result: SeriesResult, redactor: Redactor) -> None:
     from prefect.events import emit_event
 
     emit_event(
         event=f"scaleops.{NAMESPACE}.breach-forecast",
         resource={"prefect.resource.id": result.name, "scaleops.duty": "capacity-forecast"},
-        payload=result.model_dump(mode="json"),
+        payload=redactor.data(result.model_dump(mode="json")),
     )
 
 
@@ -219,7 +219,7 @@ def capacity_forecast(
     cap = settings.capacity
     as_of = as_of or utcnow()
     if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=pd.Timestamp.now("UTC").tzinfo)
+        as_of = as_of.replace(tzinfo=UTC)
     horizon = horizon or cap.horizon
     lookback = lookback or cap.lookback
     horizon_seconds, lookback_seconds = parse_duration(horizon), parse_duration(lookback)
@@ -289,7 +289,7 @@ def capacity_forecast(
                 f"{result.name}: may cross {result.threshold:g} {result.unit} from "
                 f"{fmt_time(result.breach_at_upper)} (mean forecast: {fmt_time(result.breach_at)})"
             )
-            emit_breach_event(result)
+            emit_breach_event(result, redactor)
             result.event_emitted = True
     report.finish()
     table = [

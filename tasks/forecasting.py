@@ -117,19 +117,22 @@ def _period(step_seconds: float, seconds: int) -> int:
 
 
 def choose_seasons(step_seconds: float, train_length: int) -> Seasons:
-    """Daily and weekly seasons the shortest training window can support (two full cycles each)."""
+    """Daily and weekly seasons the shortest training window can support (two full cycles each); daily
+    data (step 1d) gets the weekly season alone."""
     daily = _period(step_seconds, DAY)
     weekly = _period(step_seconds, WEEK)
     if daily and train_length < 2 * daily:
         daily = 0
-    if not daily or (weekly and train_length < 2 * weekly):
+    if weekly and train_length < 2 * weekly:
         weekly = 0
+    if weekly and not daily and _period(step_seconds, DAY):
+        weekly = 0  # sub-daily data without two days of it: no seasonal model at all
     cap = MAX_BUCKETS_PER_DAY_WEEKLY if weekly else MAX_BUCKETS_PER_DAY
     k = 1
     if daily and daily > cap:
         k = next(c for c in range(math.ceil(daily / cap), daily + 1) if daily % c == 0)
-    elif not daily:
-        # no daily season: still average very long series so the smooth models stay fast
+    elif not daily and not weekly:
+        # no season: still average very long series so the smooth models stay fast
         k = max(1, math.ceil(train_length / 2000))
     return Seasons(daily=daily, weekly=weekly, k=k)
 
@@ -173,7 +176,7 @@ def point_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.nd
     if model == "naive":
         return np.full(h, float(y[-1]))
     if model == "seasonal_naive":
-        cycle = y[-seasons.daily :]
+        cycle = y[-(seasons.daily or seasons.weekly) :]
         return np.resize(cycle, h).astype(float)
     if model in ("mstl", "ets"):
         return _smooth_forecast(model, y, h, seasons)
@@ -181,7 +184,7 @@ def point_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.nd
 
 
 def candidates(seasons: Seasons) -> list[str]:
-    if seasons.daily:
+    if seasons.daily or seasons.weekly:
         return list(MODELS)
     return ["naive", "ets"]
 

@@ -241,3 +241,13 @@ def test_series_settings_are_validated_and_named(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SCALEOPS_CAPACITY__HORIZON", "soon")
     with pytest.raises(ConfigError, match="SCALEOPS_CAPACITY__HORIZON"):
         load_settings()
+
+
+def test_daily_series_use_the_weekly_season() -> None:
+    rng = np.random.default_rng(4)
+    days = 7 * 12
+    weekly = np.tile([10, 10, 10, 10, 10, 2, 2], days // 7).astype(float)
+    fc = forecast_series(weekly + rng.normal(0, 0.3, days), 86400, 14)
+    assert fc.seasons.weekly == 7 and fc.seasons.daily == 0
+    assert fc.model in ("seasonal_naive", "mstl")
+    assert np.allclose(fc.mean[5:7], 2, atol=1.0) and np.allclose(fc.mean[:5], 10, atol=1.0)
