@@ -242,7 +242,9 @@ def _conformal_quantile(errors: np.ndarray, level: int) -> float:
 
 def calibrated_widths(residuals: np.ndarray, h: int, level: int) -> np.ndarray:
     """Half-widths for steps 1..h from CV residuals (windows x cv_h): conformal quantile of |error| per
-    horizon bucket, made non-decreasing, grown like sqrt(step) beyond the cross-validated horizon."""
+    horizon bucket, made non-decreasing, and beyond the cross-validated horizon grown in proportion to the
+    step (trend uncertainty grows linearly; no residual says how fast it really grows there, so the
+    conservative choice, for capacity decisions an early warning beats a late one)."""
     cv_h = residuals.shape[1]
     abs_err = np.abs(residuals)
     buckets = np.array_split(np.arange(cv_h), min(INTERVAL_BUCKETS, cv_h))
@@ -252,7 +254,7 @@ def calibrated_widths(residuals: np.ndarray, h: int, level: int) -> np.ndarray:
     width_cv = np.maximum.accumulate(width_cv)
     if h <= cv_h:
         return width_cv[:h]
-    beyond = width_cv[-1] * np.sqrt(np.arange(cv_h + 1, h + 1) / cv_h)
+    beyond = width_cv[-1] * np.arange(cv_h + 1, h + 1) / cv_h
     return np.concatenate([width_cv, beyond])
 
 
