@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +39,10 @@ def _query(i: int, spec: SeriesSettings) -> dict[str, Any]:
 def fetch_cloudwatch_series(
     client: Any, specs: Sequence[SeriesSettings], start: float, end: float
 ) -> list[SeriesData]:
-    """GetMetricData for every series (batches of 500, every page), timestamps ascending."""
+    """GetMetricData for every series (batches of 500, every page), timestamps ascending. The window is
+    aligned to the longest period (CloudWatch labels a period by its start, and aligns it like this)."""
+    longest = max((parse_duration(s.step or DEFAULT_PERIOD) for s in specs), default=3600)
+    start = math.floor(start / longest) * longest
     found: dict[str, SeriesData] = {
         spec.name: SeriesData(spec.name, step_seconds=parse_duration(spec.step or DEFAULT_PERIOD))
         for spec in specs

@@ -150,3 +150,52 @@ def test_postgres_and_csv_sources_beside_a_failing_series(
     assert by_name["bad-query"].status == "fetch-failed"
     assert "Prometheus rejected the query" in by_name["bad-query"].failures[0]
     assert not report.ok and len(report.problems) == 2
+
+
+def test_cloudwatch_series_through_the_flow_on_moto(
+    sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow's CloudWatch path (client from settings, batch task) against moto in this process."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = 24 * 6
+    series = [
+        {
+            "name": "rds-cpu-db-1",
+            "source": "cloudwatch",
+            "namespace": "AWS/RDS",
+            "metric": "CPUUtilization",
+            "dimensions": {"DBInstanceIdentifier": "db-1"},
+            "step": "1h",
+            "threshold": 60,
+            "unit": "%",
+            "bounds": [0, 100],
+            "capacity_per_unit": 20,
+            "unit_cost_per_month": 150,
+        }
+    ]
+    monkeypatch.setenv("SCALEOPS_CAPACITY__SERIES", json.dumps(series))
+    with mock_aws():
+        client = boto3.client("cloudwatch", region_name="us-east-1")
+        data = [
+            {
+                "MetricName": "CPUUtilization",
+                "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": "db-1"}],
+                "Timestamp": end - timedelta(hours=hours - i) + timedelta(minutes=5),
+                "Value": 30 + 0.2 * i + 5 * float(np.sin(i / 24 * 2 * np.pi)),
+            }
+            for i in range(hours)
+        ]
+        for chunk in range(0, hours, 20):
+            client.put_metric_data(Namespace="AWS/RDS", MetricData=data[chunk : chunk + 20])
+        report = capacity_forecast(horizon="7d", charts=False)
+    (result,) = report.series
+    assert result.status == "breach-within-lead-time", result.failures
+    assert result.points == hours
+    # ~58% now, +4.8 points a day: 60% within the next day or two
+    assert result.breach_at_upper is not None and result.breach_at_upper - report.as_of < timedelta(days=3)
+    assert result.recommended_units and result.monthly_cost == result.recommended_units * 150
