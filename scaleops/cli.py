@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from scaleops.commands.forecast import forecast as forecast_command
 from scaleops.runner import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
 from scaleops.settings import ConfigError, Settings, load_settings
 
@@ -26,7 +27,7 @@ config_app = typer.Typer(help="Show and check the effective settings.", no_args_
 sandbox_app = typer.Typer(help="The local sandbox of real services on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(__import__("scaleops.commands.forecast").commands.forecast.forecast_app, name="forecast")
+app.command("forecast")(forecast_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

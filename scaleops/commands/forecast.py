@@ -1,4 +1,5 @@
-"""`scaleops forecast`: the capacity-forecast code path on one `timestamp,value` CSV file."""
+"""`scaleops forecast`: the capacity-forecast code path on one `timestamp,value` CSV file (registered
+in scaleops/cli.py as a command)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,6 @@ from rich.markup import escape
 
 from scaleops.runner import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
 
-forecast_app = typer.Typer(
-    help="Forecast one timestamp,value CSV (the capacity-forecast code path).",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -23,14 +20,14 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_FAILED)
 
 
-@forecast_app.callback(invoke_without_command=True)
 def forecast(
     input: Annotated[Path, typer.Option("--input", "-i", help="CSV with a timestamp,value header")],
     horizon: Annotated[str, typer.Option("--horizon", help="steps (48) or a duration (6h, 1d, 7d)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write the forecast to")],
     threshold: Annotated[float | None, typer.Option(help="report when the forecast crosses it")] = None,
 ) -> None:
-    """Write `timestamp,mean,lo_80,hi_80,lo_95,hi_95`; print the chosen model and its CV error.
+    """Forecast one timestamp,value CSV (the capacity-forecast code path): write
+    `timestamp,mean,lo_80,hi_80,lo_95,hi_95`, print the chosen model and its CV error.
 
     Exit 0: forecast written (no threshold crossed); 1: written, and the threshold is crossed within the
     horizon; 2: the file is malformed, fails validation, or the horizon is bad.
