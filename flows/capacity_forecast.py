@@ -333,7 +333,7 @@ def fill_result(
 ) -> None:
     """Breach dates, lead time verdict and recommendation for one forecast series."""
     frame = fc.frame(pd.Timestamp(checked.timestamps[-1], unit="s", tz="UTC"), step)
-    found = breach(frame, spec.threshold)
+    found = breach(frame, spec.threshold, spec.direction)
     result.model, result.cv_mase = fc.model, round(fc.cv_mase, 4)
     result.cv_mae = {k: round(v, 6) for k, v in fc.cv_mae.items()}
     result.breach_at = found.breach_at
@@ -350,6 +350,7 @@ def fill_result(
         unit_cost_per_month=spec.unit_cost_per_month,
         unit=spec.unit,
         headroom=headroom,
+        direction=spec.direction,
     )
     if advice:
         result.recommended_units, result.monthly_cost = advice.units, advice.monthly_cost

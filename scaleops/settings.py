@@ -211,6 +211,9 @@ class SeriesSettings(Section):
     stat: str = Field(default="Average", description="cloudwatch statistic")
     path: Path | None = Field(default=None, description="csv file with timestamp,value")
     threshold: float
+    direction: Literal["above", "below"] = Field(
+        default="above", description="breach when the series rises above (usage) or falls below (free space)"
+    )
     unit: str = ""
     capacity_per_unit: float | None = Field(default=None, gt=0, description="metric units one unit adds")
     unit_cost_per_month: float | None = Field(default=None, ge=0)

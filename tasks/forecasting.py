@@ -362,24 +362,35 @@ class Breach:
 
 
 def first_crossing(
-    timestamps: Sequence[datetime] | pd.DatetimeIndex, values: np.ndarray, threshold: float
+    timestamps: Sequence[datetime] | pd.DatetimeIndex,
+    values: np.ndarray,
+    threshold: float,
+    direction: str = "above",
 ) -> datetime | None:
-    """The first timestamp whose value is at or above `threshold` (None if it never is)."""
-    hits = np.flatnonzero(np.asarray(values) >= threshold)
+    """The first timestamp whose value is at or above (`direction="below"`: at or under) `threshold`."""
+    values = np.asarray(values)
+    hits = np.flatnonzero(values >= threshold if direction == "above" else values <= threshold)
     if hits.size == 0:
         return None
     return pd.Timestamp(timestamps[int(hits[0])]).round("s").to_pydatetime()
 
 
-def breach(frame: pd.DataFrame, threshold: float) -> Breach:
-    """Crossing dates of the mean and of the 95% band for a forecast frame (see `Forecast.frame`)."""
+def breach(frame: pd.DataFrame, threshold: float, direction: str = "above") -> Breach:
+    """Crossing dates of the mean and of the 95% band for a forecast frame (see `Forecast.frame`).
+
+    `direction="above"` (usage, load): the upper 95% crosses first (`breach_at_upper`, the earliest
+    plausible date), the lower 95% last. `"below"` (free space, headroom): the bands swap roles, and
+    `breach_at_upper` is still the earliest plausible date, `peak_upper` the plausible extreme (lowest).
+    """
     ts = pd.DatetimeIndex(frame["timestamp"])
+    early, late = ("hi_95", "lo_95") if direction == "above" else ("lo_95", "hi_95")
+    extreme = frame[early].max() if direction == "above" else frame[early].min()
     return Breach(
-        breach_at=first_crossing(ts, frame["mean"].to_numpy(), threshold),
-        breach_at_upper=first_crossing(ts, frame["hi_95"].to_numpy(), threshold),
-        breach_at_lower=first_crossing(ts, frame["lo_95"].to_numpy(), threshold),
-        peak_upper=float(frame["hi_95"].max()),
-        peak_mean=float(frame["mean"].max()),
+        breach_at=first_crossing(ts, frame["mean"].to_numpy(), threshold, direction),
+        breach_at_upper=first_crossing(ts, frame[early].to_numpy(), threshold, direction),
+        breach_at_lower=first_crossing(ts, frame[late].to_numpy(), threshold, direction),
+        peak_upper=float(extreme),
+        peak_mean=float(frame["mean"].max() if direction == "above" else frame["mean"].min()),
     )
 
 
@@ -399,12 +410,17 @@ def recommend(
     unit_cost_per_month: float | None,
     unit: str = "",
     headroom: float = 0.0,
+    direction: str = "above",
 ) -> Recommendation | None:
     """Units of capacity that keep the upper-95% peak (plus `headroom` as a fraction) under the
-    threshold, VPA-style: the recommendation covers the plausible peak, not the mean."""
+    threshold, VPA-style: the recommendation covers the plausible peak, not the mean. With
+    `direction="below"` the plausible trough (lower 95%) is kept above the threshold instead."""
     if not capacity_per_unit or capacity_per_unit <= 0:
         return None
-    needed = peak_upper * (1 + headroom) - threshold
+    if direction == "above":
+        needed = peak_upper * (1 + headroom) - threshold
+    else:
+        needed = threshold - peak_upper * (1 - headroom)
     units = max(0, math.ceil(needed / capacity_per_unit - 1e-9))
     amount = units * capacity_per_unit
     cost = units * unit_cost_per_month if unit_cost_per_month is not None else None

@@ -25,6 +25,7 @@ def forecast(
     horizon: Annotated[str, typer.Option("--horizon", help="steps (48) or a duration (6h, 1d, 7d)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write the forecast to")],
     threshold: Annotated[float | None, typer.Option(help="report when the forecast crosses it")] = None,
+    below: Annotated[bool, typer.Option("--below", help="the threshold is crossed downwards")] = False,
 ) -> None:
     """Forecast one timestamp,value CSV (the capacity-forecast code path): write
     `timestamp,mean,lo_80,hi_80,lo_95,hi_95`, print the chosen model and its CV error.
@@ -77,7 +78,7 @@ def forecast(
     print(f"wrote {len(out)} rows ({steps} steps of {step:g}s) to {output}")
     code = EXIT_OK
     if threshold is not None:
-        found = breach(frame, threshold)
+        found = breach(frame, threshold, "below" if below else "above")
         print(f"breach_at: {found.breach_at.isoformat() if found.breach_at else 'none within horizon'}")
         upper = found.breach_at_upper.isoformat() if found.breach_at_upper else "none within horizon"
         print(f"breach_at_upper: {upper}")

@@ -251,3 +251,22 @@ def test_daily_series_use_the_weekly_season() -> None:
     assert fc.seasons.weekly == 7 and fc.seasons.daily == 0
     assert fc.model in ("seasonal_naive", "mstl")
     assert np.allclose(fc.mean[5:7], 2, atol=1.0) and np.allclose(fc.mean[:5], 10, atol=1.0)
+
+
+def test_falling_series_breaches_below_and_recommends_for_the_trough() -> None:
+    """Free space falling 2 GB an hour from 500: 100 GB is reached 200 hours after the first point."""
+    rng = np.random.default_rng(8)
+    n = 24 * 6
+    y = 500 - 2 * np.arange(n) + rng.normal(0, 0.5, n)
+    fc = forecast_series(y, HOUR, 24 * 4, bounds=(0, None))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    found = breach(fc.frame(start + timedelta(hours=n - 1), HOUR), 100.0, "below")
+    assert found.breach_at is not None
+    assert abs(found.breach_at - (start + timedelta(hours=200))) <= timedelta(hours=3)
+    assert found.breach_at_upper is not None and found.breach_at_upper <= found.breach_at
+    assert found.peak_upper < 100  # the plausible trough over the horizon
+    advice = recommend(
+        found.peak_upper, 100.0, capacity_per_unit=50, unit_cost_per_month=5, direction="below"
+    )
+    assert advice is not None and advice.units == int(np.ceil((100 - found.peak_upper) / 50))
+    assert breach(fc.frame(start, HOUR), 100.0, "above").breach_at is not None  # starts above 100
