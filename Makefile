@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: system-packages $(STAMP) ## install Debian packages, .venv and Python deps (idempotent)
+setup: system-packages $(STAMP) node_modules/.installed ## install Debian packages, .venv, Python and npm deps (idempotent)
 
 system-packages: ## install the sandbox's Debian packages when missing (root), or name them
 	@bash scripts/ensure-system-packages.sh
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	@$(BIN)/uv pip sync -q --python $(BIN)/python requirements/lock.txt
 	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	@npm ci --no-audit --no-fund --silent
+	@touch node_modules/.installed
 
 demo: setup ## bring the sandbox up and run every duty once against it
 	$(BIN)/scaleops demo

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +14,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from scaleops.commands.forecast import forecast as forecast_command
 from scaleops.runner import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
 from scaleops.settings import ConfigError, Settings, load_settings
 
@@ -27,13 +27,13 @@ config_app = typer.Typer(help="Show and check the effective settings.", no_args_
 sandbox_app = typer.Typer(help="The local sandbox of real services on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
-app.command("forecast")(forecast_command)
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Piped or captured output gets room for URLs instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
-def _settings() -> Settings:
+def load_cli_settings() -> Settings:
     """Load settings or exit 2 with one line per bad field."""
     try:
         return load_settings()
@@ -55,7 +55,7 @@ def _print_json(data: Any) -> None:
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Print the effective settings, every secret masked."""
-    data = _settings().masked()
+    data = load_cli_settings().masked()
     if as_json:
         _print_json(data)
         return
@@ -76,7 +76,7 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON
 @config_app.command("check")
 def config_check() -> None:
     """Validate the settings; exit 2 naming each bad field."""
-    _settings()
+    load_cli_settings()
     err.print("[green]settings are valid[/green]")
 
 
@@ -84,7 +84,7 @@ def config_check() -> None:
 def _sandbox() -> Any:
     from scaleops.sandbox.manager import Sandbox
 
-    return Sandbox(_settings())
+    return Sandbox(load_cli_settings())
 
 
 def _sandbox_error(exc: Exception) -> typer.Exit:
@@ -122,7 +122,7 @@ def _print_status(status: dict[str, Any]) -> None:
     for name, entry in status.items():
         mark = "[green]yes[/green]" if entry["healthy"] else "[red]no[/red]"
         table.add_row(name, mark, entry["url"] or "-", ",".join(map(str, entry["pids"])) or "-")
-    err.print(table, width=max(err.width, 160))
+    err.print(table)
 
 
 @sandbox_app.command("status")
@@ -182,7 +182,7 @@ def run(
     from scaleops.redaction import Redactor
     from scaleops.runner import BadInput, exit_code, parse_params, run_duty
 
-    settings = _settings()
+    settings = load_cli_settings()
     redactor = Redactor(settings.secrets())
     try:
         report = run_duty(duty, parse_params(param or []))
@@ -211,15 +211,19 @@ def demo() -> None:
     from scaleops.sandbox.manager import Sandbox, apply_env
     from scaleops.sandbox.services import SandboxError
 
-    sandbox = Sandbox(_settings())
+    sandbox = Sandbox(load_cli_settings())
     err.print("[bold]starting the sandbox[/bold]")
     try:
         status = sandbox.up(progress=_progress)
     except SandboxError as exc:
         raise _sandbox_error(exc) from None
     apply_env(sandbox.env())
-    settings = _settings()
+    settings = load_cli_settings()
     redactor = Redactor(settings.secrets())
+    err.print("[bold]deploying prefect.yaml[/bold] (schedules, alert triggers, the sandbox worker runs them)")
+    deployed = _deploy_all(sandbox.dir / "logs" / "deploy.log")
+    if not deployed:
+        err.print(f"  [yellow]prefect deploy failed; see {sandbox.dir / 'logs' / 'deploy.log'}[/yellow]")
     table = Table("duty", "result", "seconds", "problems", box=None)
     worst = EXIT_OK
     for name in DUTIES:
@@ -242,6 +246,36 @@ def demo() -> None:
     out.print(f"Prefect UI: {ui}  (flow runs, artifacts and events of this demo are there)")
     out.print(f'Use this sandbox from a shell: eval "$({os.path.basename(sys.argv[0])} sandbox env)"')
     raise typer.Exit(worst)
+
+
+def _deploy_all(log: Path) -> bool:
+    """`prefect --no-prompt deploy --all` from the project root (PREFECT_API_URL from the environment)."""
+    import subprocess
+
+    from scaleops.sandbox.services import PROJECT_ROOT
+
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            cwd=PROJECT_ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    return result.returncode == 0
+
+
+def _register_command_groups() -> None:
+    from scaleops.commands import alerts, backfill, db, forecast, outbox
+
+    app.add_typer(alerts.app, name="alerts")
+    app.add_typer(db.app, name="db")
+    app.add_typer(outbox.app, name="outbox")
+    app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)
+    app.command("forecast", no_args_is_help=True)(forecast.forecast)
+
+
+_register_command_groups()
 
 
 def main() -> None:  # pragma: no cover - console script entry point

@@ -89,6 +89,21 @@ def s3_bucket(settings: Settings, region: S3Region = "primary") -> str:
     return settings.s3.primary_bucket if region == "primary" else settings.s3.replica_bucket
 
 
+def evm_client(settings: Settings, chain: str) -> Any:
+    """A web3 client for a configured EVM chain (SCALEOPS_CHAINS__<NAME>__RPC_URL); web3's own
+    retries are off: the shared policy (scaleops.retry) decides what to retry."""
+    from web3 import HTTPProvider, Web3
+
+    try:
+        cfg = settings.chains[chain]
+    except KeyError:
+        raise ValueError(f"unknown chain {chain!r}: SCALEOPS_CHAINS__{chain.upper()}__* is not set") from None
+    provider = HTTPProvider(
+        cfg.rpc_url, request_kwargs={"timeout": cfg.rpc_timeout_seconds}, exception_retry_configuration=None
+    )
+    return Web3(provider)
+
+
 def prometheus_http(settings: Settings) -> Any:
     """An httpx client for the Prometheus HTTP API in SCALEOPS_CAPACITY__PROMETHEUS_URL."""
     import httpx

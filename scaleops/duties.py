@@ -49,6 +49,19 @@ DUTIES: dict[str, Duty] = {
             "Redis Cluster, both S3 regions)",
         ),
         Duty(
+            "cache-warming",
+            "flows.cache_warming:cache_warming",
+            "cache",
+            "stream a warm set from PostgreSQL into Redis (cluster aware, TTL jitter) inside a memory "
+            "budget, invalidate changed rows, report the hit rate",
+        ),
+        Duty(
+            "l2-batch-posting",
+            "flows.l2_batch_posting:l2_batch_posting",
+            "l2",
+            "post the PostgreSQL outbox to L2 chains in batches, exactly once, at the lowest fee",
+        ),
+        Duty(
             "capacity-forecast",
             "flows.capacity_forecast:capacity_forecast",
             "capacity",

@@ -169,6 +169,60 @@ class S3Settings(Section):
         return value
 
 
+DEMO_WARM_SET_QUERY = "select key, value, updated_at from scaleops_demo.cache_source order by hits desc, key"
+
+
+class WarmSet(Section):
+    """One set of keys cache-warming loads: SQL returning `key, value[, updated_at]`, hottest first."""
+
+    query: str = Field(description="SQL on the PostgreSQL primary; rows hottest first")
+    key_prefix: str = Field(default="", description="prepended to every key")
+    ttl_seconds: int = Field(default=3600, gt=0, le=365 * 24 * 3600)
+    ttl_jitter: float = Field(default=0.1, ge=0, lt=1, description="TTL spread uniformly over ttl*(1±jitter)")
+    serializer: Literal["text", "json", "bytea"] = Field(
+        default="text", description="value as text (UTF-8), as JSON (to_json), or raw bytea"
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        value = value.strip().rstrip(";").strip()
+        if not value:
+            raise ValueError("the query is empty")
+        if ";" in value:
+            raise ValueError("the query must be one statement (no ';')")
+        return value
+
+
+class CacheSettings(Section):
+    """cache-warming: the warm sets (queries live here, never in flow parameters) and tuning."""
+
+    warm_sets: dict[str, WarmSet] = Field(
+        default_factory=lambda: {
+            "demo": WarmSet(query=DEMO_WARM_SET_QUERY, key_prefix="demo:item:", ttl_seconds=3600)
+        },
+        description="name -> {query, key_prefix, ttl_seconds, ttl_jitter, serializer} (JSON in the env)",
+    )
+    batch_size: int = Field(default=2000, ge=1, le=100_000, description="rows per fetch and per pipeline")
+    state_prefix: str = Field(
+        default="scaleops:cache", min_length=1, description="Redis keys for watermarks and hit counters"
+    )
+    invalidation_overlap_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="also rescan rows whose updated_at is this much older than the watermark (set it to "
+        "the longest write transaction when updated_at is stamped before commit)",
+    )
+
+    @field_validator("warm_sets")
+    @classmethod
+    def _names(cls, value: dict[str, WarmSet]) -> dict[str, WarmSet]:
+        for name in value:
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"warm set name {name!r}: use letters, digits, '-', '_', '.'")
+        return value
+
+
 class SandboxSettings(Section):
     """The local sandbox of real services (`scaleops sandbox ...`)."""
 
@@ -179,10 +233,53 @@ class SandboxSettings(Section):
     start_timeout_seconds: float = Field(default=90, gt=0)
 
 
+class AlertsSettings(Section):
+    """The alert bridge (`scaleops alerts serve`): Alertmanager/Grafana webhooks -> Prefect events."""
+
+    token: SecretStr | None = Field(default=None, description="bearer token senders must present")
+    host: str = Field(default="127.0.0.1", description="address the bridge listens on")
+    port: int = Field(default=9095, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    url: str | None = Field(default=None, description="where senders reach the bridge (informational)")
+
+
+class AlertmanagerSettings(Section):
+    """The Alertmanager that routes alerts to the bridge."""
+
+    url: str | None = Field(default=None, description="Alertmanager base URL")
+
+
 class LoggingSettings(Section):
     """Extra values to mask in every log line, artifact and event, beyond the secrets above."""
 
     extra_secrets: list[SecretStr] = Field(default_factory=list)
+
+
+ChainKind = Literal["op", "arbitrum", "zksync", "evm", "solana"]
+
+
+class ChainSettings(Section):
+    """One chain the outbox posts to (`SCALEOPS_CHAINS__<NAME>__...`; duty l2-batch-posting)."""
+
+    rpc_url: str = Field(description="JSON-RPC endpoint")
+    chain_id: int = Field(gt=0)
+    kind: ChainKind = "evm"
+    contract: str | None = Field(default=None, description="the OperationLog contract (EVM chains)")
+    signer_address: str | None = Field(default=None, description="address (or Solana pubkey) that signs")
+    signer_key: SecretStr | None = Field(default=None, description="private key of the signer (secret)")
+    max_batch_ops: int = Field(default=200, ge=1, le=10_000)
+    max_batch_bytes: int = Field(default=60_000, ge=256, description="calldata bytes of one batch")
+    max_fee_per_batch: int = Field(default=10**16, ge=0, description="wei (lamports on Solana), L2 + L1")
+    confirmations: int = Field(default=1, ge=1, le=1000)
+    rpc_timeout_seconds: float = Field(default=10, gt=0)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc(cls, value: str) -> str:
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid RPC URL (expected http(s)://host[:port])")
+        return value
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -337,8 +434,12 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    chains: dict[str, ChainSettings] = Field(default_factory=dict, description="L2 posting targets by name")
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     prefect_api_url: str | None = Field(
         default=None,
@@ -385,6 +486,9 @@ class Settings(BaseSettings):
             elif isinstance(value, list | tuple):
                 for item in value:
                     walk(item)
+            elif isinstance(value, dict):  # e.g. cache.warm_sets
+                for item in value.values():
+                    walk(item)
 
         walk(self)
         return sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True)
@@ -402,6 +506,8 @@ class Settings(BaseSettings):
                 return {name: dump(getattr(value, name)) for name in type(value).model_fields}
             if isinstance(value, list | tuple):
                 return [dump(v) for v in value]
+            if isinstance(value, dict):  # e.g. cache.warm_sets
+                return {str(k): dump(v) for k, v in value.items()}
             if isinstance(value, Path):
                 return str(value)
             return value

@@ -135,7 +135,8 @@ class Sandbox:
             pending = list(selected)
             while pending or waiting:
                 for svc in list(pending):
-                    if not all(dep in done for dep in svc.requires):
+                    needs = [s.name for s in selected if s is not svc] if svc.after_all else svc.requires
+                    if not all(dep in done for dep in needs):
                         continue
                     pending.remove(svc)
                     if svc.running():

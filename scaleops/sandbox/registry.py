@@ -3,17 +3,22 @@ own module under scaleops/sandbox/ and is added here."""
 
 from __future__ import annotations
 
+from scaleops.sandbox.alerting import AlertBridge, Alertmanager
+from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
+from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
     S3,
     Postgres,
     PostgresReplica,
     PrefectServer,
+    PrefectWorker,
     Redis,
     RedisCluster,
     S3Replicator,
     Service,
 )
+from scaleops.sandbox.solana import SolanaLiteSvm
 
 SERVICES: tuple[type[Service], ...] = (
     Postgres,
@@ -23,5 +28,12 @@ SERVICES: tuple[type[Service], ...] = (
     S3,
     S3Replicator,
     PrefectServer,
+    CacheSource,
+    AlertBridge,
+    Alertmanager,
+    AnvilOptimism,
+    AnvilArbitrum,
+    SolanaLiteSvm,
     Prometheus,
+    PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)
 )

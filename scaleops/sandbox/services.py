@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from scaleops.sandbox.manager import Sandbox
 
 LOCAL = "127.0.0.1"
+WORK_POOL = "scaleops"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where prefect.yaml and flows/ live
 
 
 class SandboxError(RuntimeError):
@@ -35,6 +37,7 @@ class Service:
     name: str = ""
     requires: tuple[str, ...] = ()
     description: str = ""
+    after_all: bool = False  # start only once every other selected service is healthy
 
     def __init__(self, sandbox: Sandbox):
         self.sb = sandbox
@@ -665,6 +668,18 @@ class PrefectServer(Service):
         response = httpx.get(f"{self.url()}/api/health", timeout=2)
         return response.status_code == 200
 
+    def ready(self) -> None:
+        """The process work pool every scaleops deployment names (`prefect deploy` needs it to exist)."""
+        import httpx
+
+        response = httpx.post(
+            f"{self.url()}/api/work_pools/",
+            json={"name": WORK_POOL, "type": "process", "description": "scaleops duties (sandbox)"},
+            timeout=10,
+        )
+        if response.status_code not in (201, 409):
+            raise SandboxError(f"prefect: could not create work pool {WORK_POOL!r}: {response.text[:200]}")
+
     def stop(self) -> None:
         for pid in self.pids():
             stop_pid(pid, sig=signal.SIGINT, timeout=20)
@@ -676,3 +691,69 @@ class PrefectServer(Service):
 
     def details(self) -> dict[str, Any]:
         return {"ui": self.url()}
+
+
+class PrefectWorker(Service):
+    """A process worker on the `scaleops` pool: runs what schedules, triggers and backfills create."""
+
+    name = "worker"
+    requires = ("prefect",)
+    after_all = True  # flow runs inherit the worker's environment: every service must be in it
+    description = "prefect worker, process pool 'scaleops'"
+
+    def port_keys(self) -> list[str]:
+        return []
+
+    @property
+    def prefect(self) -> PrefectServer:
+        return self.sb.service("prefect")  # type: ignore[return-value]
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            WORK_POOL,
+            "--type",
+            "process",
+            "--name",
+            self.worker_name,
+        ]
+        env: dict[str, str | None] = {
+            **self.sb.env(),  # flow runs inherit the worker's environment: point them at the sandbox
+            "SCALEOPS_HOME": str(PROJECT_ROOT),
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "AWS_CA_BUNDLE": None,
+        }
+        spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=env)
+
+    @property
+    def worker_name(self) -> str:
+        return f"sandbox-{hashlib.sha256(str(self.sb.dir).encode()).hexdigest()[:8]}"
+
+    def probe(self) -> bool:
+        import httpx
+
+        response = httpx.post(
+            f"{self.prefect.url()}/api/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=5
+        )
+        response.raise_for_status()
+        return any(w["name"] == self.worker_name and w.get("status") == "ONLINE" for w in response.json())
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            stop_pid(pid, sig=signal.SIGINT, timeout=20)
+        for f in self.pidfiles():
+            f.unlink(missing_ok=True)
+
+    def url(self) -> str:
+        return f"{self.prefect.url()}/work-pools/work-pool/{WORK_POOL}"
+
+    def details(self) -> dict[str, Any]:
+        return {"pool": WORK_POOL, "worker": self.worker_name}

@@ -1,0 +1,136 @@
+"""Versioned PostgreSQL schema migrations (`scaleops db migrate`).
+
+Each migration is (version, name, SQL), applied once, in order, in its own transaction, under an advisory
+lock so two processes (a flow and the CLI, two workers) never apply one twice. Applied versions are
+recorded in `scaleops_migrations`. Migrations are append-only: never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIGRATION_LOCK = 7_403_512_001  # pg_advisory_xact_lock key of the migration runner
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+L2_OUTBOX = """
+create table l2_batches (
+    id bigserial primary key,
+    chain text not null,
+    signer text not null,
+    status text not null check (status in
+        ('batched', 'signed', 'broadcast', 'mined', 'confirmed', 'failed', 'abandoned')),
+    nonce bigint,
+    op_count integer not null,
+    calldata_bytes integer not null default 0,
+    tx_hash text,
+    raw_tx bytea,
+    gas_limit bigint,
+    max_fee_per_gas numeric(78, 0),
+    max_priority_fee_per_gas numeric(78, 0),
+    est_l2_fee_wei numeric(78, 0),
+    est_l1_fee_wei numeric(78, 0),
+    gas_used bigint,
+    effective_gas_price numeric(78, 0),
+    l1_fee_wei numeric(78, 0),
+    block_number bigint,
+    block_hash text,
+    confirmations integer not null default 0,
+    bumps integer not null default 0,
+    reorgs integer not null default 0,
+    error text,
+    created_at timestamptz not null default now(),
+    signed_at timestamptz,
+    broadcast_at timestamptz,
+    last_sent_at timestamptz,
+    confirmed_at timestamptz,
+    updated_at timestamptz not null default now()
+);
+-- one live transaction per (chain, signer, nonce): the database refuses a second payload at a used nonce
+create unique index l2_batches_live_nonce on l2_batches (chain, signer, nonce)
+    where status in ('signed', 'broadcast', 'mined', 'confirmed');
+create index l2_batches_live on l2_batches (chain, status) where status not in ('confirmed', 'abandoned');
+
+-- every transaction ever signed for a batch (the first and each fee-bumped replacement): any may be mined
+create table l2_batch_txs (
+    tx_hash text primary key,
+    batch_id bigint not null references l2_batches (id),
+    nonce bigint not null,
+    raw_tx bytea not null,
+    max_fee_per_gas numeric(78, 0) not null,
+    max_priority_fee_per_gas numeric(78, 0) not null,
+    created_at timestamptz not null default now()
+);
+create index l2_batch_txs_batch on l2_batch_txs (batch_id);
+
+create table l2_operations (
+    id bigserial primary key,
+    key text not null unique,
+    chain text not null,
+    kind text not null,
+    payload jsonb not null,
+    status text not null default 'pending' check (status in
+        ('pending', 'batched', 'signed', 'broadcast', 'confirmed', 'failed')),
+    batch_id bigint references l2_batches (id),
+    error text,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    confirmed_at timestamptz
+);
+create index l2_operations_queue on l2_operations (chain, status, id);
+create index l2_operations_batch on l2_operations (batch_id);
+"""
+
+SOLANA_BLOCKHASH = """
+-- Solana transactions have no nonce: they expire with their blockhash instead
+alter table l2_batches add column last_valid_block_height bigint;
+alter table l2_batches add column fee_paid numeric(78, 0);  -- Solana: lamports the cluster charged
+alter table l2_batch_txs add column last_valid_block_height bigint;
+alter table l2_batch_txs alter column nonce drop not null;
+alter table l2_batch_txs alter column max_fee_per_gas drop not null;
+alter table l2_batch_txs alter column max_priority_fee_per_gas drop not null;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
+    Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
+)
+
+
+def applied_versions(conn: Any) -> set[int]:
+    row = conn.execute("select to_regclass('scaleops_migrations')").fetchone()
+    if not row or row[0] is None:
+        return set()
+    return {int(r[0]) for r in conn.execute("select version from scaleops_migrations").fetchall()}
+
+
+def migrate(conn: Any) -> list[Migration]:
+    """Apply every migration not yet applied (idempotent); return the ones applied now.
+
+    `conn` is a psycopg connection in autocommit mode or not; each migration commits on its own.
+    """
+    done: list[Migration] = []
+    for migration in MIGRATIONS:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "create table if not exists scaleops_migrations ("
+                " version integer primary key, name text not null,"
+                " applied_at timestamptz not null default now())"
+            )
+            if migration.version in applied_versions(conn):
+                continue
+            conn.execute(migration.sql)
+            conn.execute(
+                "insert into scaleops_migrations (version, name) values (%s, %s)",
+                (migration.version, migration.name),
+            )
+            done.append(migration)
+    return done

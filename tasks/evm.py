@@ -1,0 +1,233 @@
+"""EVM chains (OP-stack, Arbitrum, zkSync, plain EVM): everything the L2 poster asks of a node.
+
+Plain functions over a web3 `Web3` (built in scaleops.clients.evm_client): fee quotes from
+eth_feeHistory, the L1 data fee from each stack's oracle, the OperationLog call data, signing, broadcast
+and receipts. The signer key is only ever passed to `sign`, never logged or put in an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode, encode
+from eth_utils import keccak
+
+from scaleops.retry import TRANSIENT_RPC_CODES, TRANSIENT_RPC_WORDS
+from tasks.l2fees import eip1559_fees
+
+GAS_PRICE_ORACLE = "0x420000000000000000000000000000000000000F"
+NODE_INTERFACE = "0x00000000000000000000000000000000000000C8"
+POST_BATCH = keccak(text="postBatch(uint64,bytes32[],bytes[])")[:4]
+OPERATION_POSTED_TOPIC = "0x" + keccak(text="OperationPosted(bytes32,uint64,bytes)").hex()
+GET_L1_FEE = keccak(text="getL1Fee(bytes)")[:4]
+GAS_ESTIMATE_COMPONENTS = keccak(text="gasEstimateComponents(address,bool,bytes)")[:4]
+GAS_MARGIN_PERCENT = 20  # on top of eth_estimateGas
+# node answers to a (re)broadcast that mean "this exact transaction, or one at its nonce, is known"
+BENIGN_SEND_ERRORS = (
+    "already known",
+    "already imported",
+    "alreadyknown",
+    "known transaction",
+    "nonce too low",
+    "replacement transaction underpriced",
+    "transaction underpriced",
+)
+
+
+class RpcFailure(RuntimeError):
+    """A node refused a request (not a transport error: those are raised as they are, and retried)."""
+
+
+def op_key(key: str) -> bytes:
+    """opKey = keccak256(bytes(key)), what the contract deduplicates on."""
+    return keccak(text=key)
+
+
+def post_batch_calldata(batch_id: int, keys: Sequence[str], payloads: Sequence[bytes]) -> bytes:
+    return POST_BATCH + encode(
+        ["uint64", "bytes32[]", "bytes[]"], [batch_id, [op_key(k) for k in keys], list(payloads)]
+    )
+
+
+def calldata_size(payload_sizes: Sequence[int]) -> int:
+    """Exact ABI size of postBatch(batchId, opKeys, payloads) without encoding it."""
+    n = len(payload_sizes)
+    head = 4 + 3 * 32
+    keys = 32 + 32 * n
+    payloads = 32 + 32 * n + sum(32 + -(-size // 32) * 32 for size in payload_sizes)
+    return head + keys + payloads
+
+
+@dataclass
+class FeeQuote:
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    base_fee: int
+    gas_limit: int
+    l2_fee_wei: int  # gas_limit x max_fee_per_gas: the most the L2 part can cost
+    l1_fee_wei: int  # the L1 data fee the stack's oracle quotes (0 on plain EVM chains)
+
+    @property
+    def total_wei(self) -> int:
+        return self.l2_fee_wei + self.l1_fee_wei
+
+
+def rpc(w3: Any, method: str, params: list[Any]) -> Any:
+    """One raw JSON-RPC call; node errors become RpcFailure (the message names the method)."""
+    response = w3.provider.make_request(method, params)
+    if "error" in response:
+        error = response["error"]
+        message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        if code in TRANSIENT_RPC_CODES or any(w in message.lower() for w in TRANSIENT_RPC_WORDS):
+            # rate limits and overload: raised as web3's own error, which the shared policy retries
+            from web3.exceptions import Web3RPCError
+
+            raise Web3RPCError(f"{method}: {message}", rpc_response=response)
+        raise RpcFailure(f"{method}: {message}")
+    return response.get("result")
+
+
+def fee_history(w3: Any, blocks: int = 5, percentile: int = 50) -> tuple[list[int], list[int]]:
+    result = rpc(w3, "eth_feeHistory", [hex(blocks), "latest", [percentile]])
+    base = [int(x, 16) for x in result.get("baseFeePerGas") or []]
+    rewards = [int(r[0], 16) for r in result.get("reward") or [] if r]
+    return base, rewards
+
+
+def l1_fee(w3: Any, kind: str, sender: str, to: str, calldata: bytes, unsigned_tx: bytes) -> tuple[int, int]:
+    """(L1 data fee in wei, extra L2 gas the gas limit must include) for one transaction."""
+    if kind == "op":
+        data = GET_L1_FEE + encode(["bytes"], [unsigned_tx])
+        raw = rpc(w3, "eth_call", [{"to": GAS_PRICE_ORACLE, "data": "0x" + data.hex()}, "latest"])
+        return int(decode(["uint256"], bytes.fromhex(raw[2:]))[0]), 0
+    if kind == "arbitrum":
+        data = GAS_ESTIMATE_COMPONENTS + encode(["address", "bool", "bytes"], [to, False, calldata])
+        raw = rpc(
+            w3, "eth_call", [{"from": sender, "to": NODE_INTERFACE, "data": "0x" + data.hex()}, "latest"]
+        )
+        _total, for_l1, base_fee, _l1_base = decode(
+            ["uint64", "uint64", "uint256", "uint256"], bytes.fromhex(raw[2:])
+        )
+        return int(for_l1) * int(base_fee), int(for_l1)
+    return 0, 0
+
+
+def quote_fees(
+    w3: Any,
+    kind: str,
+    sender: str,
+    to: str,
+    calldata: bytes,
+    chain_id: int,
+    nonce: int,
+    min_priority_fee: int,
+) -> FeeQuote:
+    """EIP-1559 fees from eth_feeHistory, gas from eth_estimateGas (+margin), L1 fee from the oracle."""
+    base_fees, rewards = fee_history(w3)
+    max_fee, priority = eip1559_fees(base_fees, rewards, min_priority_fee)
+    call = {"from": sender, "to": to, "data": "0x" + calldata.hex()}
+    if kind == "zksync":
+        estimate = rpc(w3, "zks_estimateFee", [call])
+        gas = int(estimate["gas_limit"], 16)
+        max_fee = max(max_fee, int(estimate["max_fee_per_gas"], 16))
+        return FeeQuote(max_fee, priority, base_fees[-1], gas, gas * max_fee, 0)
+    gas = int(rpc(w3, "eth_estimateGas", [call]), 16)
+    gas = gas + gas * GAS_MARGIN_PERCENT // 100
+    unsigned = unsigned_eip1559(chain_id, nonce, to, calldata, gas, max_fee, priority)
+    l1, extra_gas = l1_fee(w3, kind, sender, to, calldata, unsigned)
+    gas += extra_gas
+    return FeeQuote(max_fee, priority, base_fees[-1], gas, gas * max_fee, l1)
+
+
+def tx_fields(
+    chain_id: int, nonce: int, to: str, calldata: bytes, gas: int, max_fee: int, priority: int
+) -> dict[str, Any]:
+    from eth_utils import to_checksum_address
+
+    return {
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "to": to_checksum_address(to),
+        "value": 0,
+        "data": calldata,
+        "gas": gas,
+        "maxFeePerGas": max_fee,
+        "maxPriorityFeePerGas": priority,
+    }
+
+
+def unsigned_eip1559(
+    chain_id: int, nonce: int, to: str, calldata: bytes, gas: int, max_fee: int, priority: int
+) -> bytes:
+    """0x02 || rlp([chainId, nonce, tip, maxFee, gas, to, value, data, accessList]): what OP-stack's
+    GasPriceOracle.getL1Fee takes (it adds the 68 signature bytes itself)."""
+    import rlp
+
+    to_bytes = bytes.fromhex(to.removeprefix("0x"))
+    return b"\x02" + rlp.encode([chain_id, nonce, priority, max_fee, gas, to_bytes, 0, calldata, []])
+
+
+def sign(fields: dict[str, Any], key: str) -> tuple[bytes, str]:
+    """(raw signed transaction, its hash). The key stays in this frame."""
+    from eth_account import Account
+
+    try:
+        signed = Account.sign_transaction(fields, key)
+    except Exception:
+        raise RpcFailure("could not sign the transaction (check the signer key setting)") from None
+    return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()
+
+
+def send_raw(w3: Any, raw: bytes) -> str:
+    """Broadcast; 'sent', or 'known' when the node already has this tx (or its nonce is used)."""
+    try:
+        rpc(w3, "eth_sendRawTransaction", ["0x" + raw.hex()])
+    except RpcFailure as exc:
+        text = str(exc).lower()
+        if any(word in text for word in BENIGN_SEND_ERRORS):
+            return "known"
+        raise
+    return "sent"
+
+
+def receipt(w3: Any, tx_hash: str) -> dict[str, Any] | None:
+    result = rpc(w3, "eth_getTransactionReceipt", [tx_hash])
+    return dict(result) if result else None
+
+
+def transaction_known(w3: Any, tx_hash: str) -> bool:
+    return rpc(w3, "eth_getTransactionByHash", [tx_hash]) is not None
+
+
+def nonce_at(w3: Any, address: str, block: str = "latest") -> int:
+    return int(rpc(w3, "eth_getTransactionCount", [address, block]), 16)
+
+
+def head(w3: Any) -> int:
+    return int(rpc(w3, "eth_blockNumber", []), 16)
+
+
+def block_hash_at(w3: Any, number: int) -> str | None:
+    block = rpc(w3, "eth_getBlockByNumber", [hex(number), False])
+    return str(block["hash"]) if block else None
+
+
+def posted_operations(w3: Any, contract: str, from_block: int = 0) -> list[tuple[str, int, str]]:
+    """Every OperationPosted of a contract: (opKey hex, batchId, tx hash), in chain order."""
+    logs = rpc(
+        w3,
+        "eth_getLogs",
+        [
+            {
+                "address": contract,
+                "fromBlock": hex(from_block),
+                "toBlock": "latest",
+                "topics": [OPERATION_POSTED_TOPIC],
+            }
+        ],
+    )
+    return [(log["topics"][1], int(log["topics"][2], 16), log["transactionHash"]) for log in logs]

@@ -1,0 +1,102 @@
+"""RPC errors and timeouts: retried when a retry can help, never leaking the signer key, and never
+leaving the outbox in a state the next run cannot finish exactly once."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import traceback
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from scaleops.retry import is_transient
+from scaleops.settings import load_settings
+from tests.integration.l2_helpers import add_ops, head, post, query, scratch_outbox, signer_nonce
+from tests.integration.test_l2_posting import assert_exactly_once
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A scratch outbox database for this test (settings point at it)."""
+    yield from scratch_outbox(sandbox_env, monkeypatch)
+
+
+class RateLimited(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("content-length", 0))
+        request = json.loads(self.rfile.read(length) or b"{}")
+        body = {"jsonrpc": "2.0", "id": request.get("id"), "error": {"code": -32005, "message": "rate limit"}}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def rate_limited_rpc() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def silent_rpc() -> Iterator[str]:
+    """Accepts connections and never answers: a hung node."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def check_failure(exc: BaseException, key: str) -> None:
+    assert is_transient(exc), f"{type(exc).__name__} should be retried"
+    text = "".join(traceback.format_exception(exc))
+    assert key not in text and key.removeprefix("0x") not in text
+
+
+@pytest.mark.parametrize("node", ["rate_limited_rpc", "silent_rpc"])
+def test_rpc_failure_is_transient_secret_free_and_recoverable(
+    outbox_db: str,
+    node: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    key = settings.chains["optimism"].signer_key.get_secret_value()  # type: ignore[union-attr]
+    keys = add_ops(settings, "optimism", 3)
+    start_block, start_nonce = head(settings, "optimism"), signer_nonce(settings, "optimism", "pending")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__RPC_URL", request.getfixturevalue(node))
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__RPC_TIMEOUT_SECONDS", "0.5")
+    with pytest.raises(Exception) as caught:
+        post(wait_seconds=1)
+    check_failure(caught.value, key)
+    assert query(load_settings(), "select status from l2_batches") == [("batched",)]  # claimed, unsigned
+    monkeypatch.undo()
+    monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", outbox_db)
+    report = post()
+    assert report.ops_posted == 3
+    assert_exactly_once("optimism", keys, start_block, start_nonce)
+
+
+def test_dead_node_is_transient(outbox_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scaleops.sandbox.procs import free_port
+
+    settings = load_settings()
+    add_ops(settings, "optimism", 1)
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__RPC_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(Exception) as caught:
+        post(wait_seconds=1)
+    check_failure(caught.value, settings.chains["optimism"].signer_key.get_secret_value())  # type: ignore[union-attr]

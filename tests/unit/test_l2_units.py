@@ -1,0 +1,116 @@
+"""L2 posting pieces that need no service: outbox input parsing, call-data sizing, chain settings,
+and the compiled contract artifacts matching a fresh compile with the pinned solc."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaleops.settings import ConfigError, load_settings
+from tasks import evm
+from tasks.l2_posting import Poster, PostingError, PostOptions
+from tasks.outbox import Op, OutboxInputError, canonical_json, parse_jsonl, validate_op
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "0x" + "ab" * 32
+
+
+def test_parse_jsonl_reads_ops_and_names_the_bad_line() -> None:
+    ops = list(
+        parse_jsonl(
+            [
+                '{"key": "a", "kind": "anchor", "payload": {"d": 1}}',
+                "",
+                '{"key":"b","kind":"memo","payload":"x"}',
+            ]
+        )
+    )
+    assert [(o.key, o.kind) for o in ops] == [("a", "anchor"), ("b", "memo")]
+    with pytest.raises(OutboxInputError, match="line 2: not JSON"):
+        list(parse_jsonl(['{"key": "a", "kind": "anchor", "payload": 1}', "{nope"]))
+    with pytest.raises(OutboxInputError, match="line 1: kind"):
+        list(parse_jsonl(['{"key": "a", "kind": "Bad Kind", "payload": 1}']))
+    with pytest.raises(OutboxInputError, match="line 1: payload"):
+        list(parse_jsonl(['{"key": "a", "kind": "anchor"}']))
+    with pytest.raises(OutboxInputError, match="key: longer"):
+        validate_op("k" * 300, "anchor", 1)
+
+
+def test_payload_bytes_are_canonical() -> None:
+    a = Op(1, "k", "anchor", {"b": 1, "a": [1, 2]})
+    b = Op(2, "k", "anchor", {"a": [1, 2], "b": 1})
+    assert (
+        a.payload_bytes() == b.payload_bytes() == canonical_json({"k": "anchor", "p": {"a": [1, 2], "b": 1}})
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_calldata_size_is_the_encoded_size(payloads: list[bytes]) -> None:
+    keys = [f"key-{i}" for i in range(len(payloads))]
+    encoded = evm.post_batch_calldata(7, keys, payloads)
+    assert evm.calldata_size([len(p) for p in payloads]) == len(encoded)
+    assert encoded[:4] == evm.POST_BATCH
+
+
+def test_chain_settings_from_env_and_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__RPC_URL", "http://127.0.0.1:8545")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__CHAIN_ID", "10")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__KIND", "op")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__SIGNER_KEY", KEY)
+    loaded = load_settings()
+    assert loaded.chains["optimism"].kind == "op"
+    assert KEY in loaded.secrets()
+    assert KEY not in json.dumps(loaded.masked())
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__KIND", "bitcoin")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__MAX_BATCH_OPS", "0")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    names = {name for name, _ in caught.value.problems}
+    assert names == {"SCALEOPS_CHAINS__OPTIMISM__KIND", "SCALEOPS_CHAINS__OPTIMISM__MAX_BATCH_OPS"}
+    assert KEY not in str(caught.value)
+
+
+def test_poster_names_missing_settings_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEOPS_CHAINS__BASE__RPC_URL", "http://127.0.0.1:8545")
+    monkeypatch.setenv("SCALEOPS_CHAINS__BASE__CHAIN_ID", "8453")
+    monkeypatch.setenv("SCALEOPS_CHAINS__BASE__SIGNER_KEY", KEY)
+    cfg = load_settings().chains["base"]
+    with pytest.raises(PostingError) as caught:
+        Poster(None, None, "base", cfg, PostOptions())
+    assert "SCALEOPS_CHAINS__BASE__CONTRACT" in str(caught.value)
+    assert "SCALEOPS_CHAINS__BASE__SIGNER_ADDRESS" in str(caught.value)
+    assert KEY not in str(caught.value)
+
+
+def test_signing_failure_hides_the_key() -> None:
+    with pytest.raises(evm.RpcFailure) as caught:
+        evm.sign({"type": 2, "chainId": 10}, KEY)
+    assert KEY not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_committed_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    assert node, "node is needed to compile the contracts"
+    subprocess.run(
+        [node, str(ROOT / "contracts" / "compile.js"), "--out", str(tmp_path)], check=True, timeout=120
+    )
+    committed = sorted(p.name for p in (ROOT / "contracts" / "artifacts").glob("*.json"))
+    assert committed == sorted(p.name for p in tmp_path.glob("*.json"))
+    for name in committed:
+        fresh = json.loads((tmp_path / name).read_text())
+        assert fresh == json.loads((ROOT / "contracts" / "artifacts" / name).read_text()), name
+        assert fresh["compiler"].startswith("solc 0.8.28")
+    abi = json.loads((tmp_path / "OperationLog.json").read_text())["abi"]
+    event = next(e for e in abi if e.get("name") == "OperationPosted")
+    assert [(i["type"], i["indexed"]) for i in event["inputs"]] == [
+        ("bytes32", True),
+        ("uint64", True),
+        ("bytes", False),
+    ]
