@@ -6,6 +6,7 @@ from __future__ import annotations
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
 from scaleops.sandbox.cache_source import CacheSource
+from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
     S3,
     Postgres,
@@ -33,5 +34,6 @@ SERVICES: tuple[type[Service], ...] = (
     AnvilOptimism,
     AnvilArbitrum,
     SolanaLiteSvm,
+    Prometheus,
     PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)
 )
