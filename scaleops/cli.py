@@ -266,12 +266,13 @@ def _deploy_all(log: Path) -> bool:
 
 
 def _register_command_groups() -> None:
-    from scaleops.commands import alerts, backfill, db, outbox
+    from scaleops.commands import alerts, backfill, db, forecast, outbox
 
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(db.app, name="db")
     app.add_typer(outbox.app, name="outbox")
     app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)
+    app.command("forecast", no_args_is_help=True)(forecast.forecast)
 
 
 _register_command_groups()

@@ -102,3 +102,25 @@ def evm_client(settings: Settings, chain: str) -> Any:
         cfg.rpc_url, request_kwargs={"timeout": cfg.rpc_timeout_seconds}, exception_retry_configuration=None
     )
     return Web3(provider)
+
+
+def prometheus_http(settings: Settings) -> Any:
+    """An httpx client for the Prometheus HTTP API in SCALEOPS_CAPACITY__PROMETHEUS_URL."""
+    import httpx
+
+    url = settings.capacity.prometheus_url
+    if not url:
+        raise ValueError("SCALEOPS_CAPACITY__PROMETHEUS_URL is not set")
+    return httpx.Client(base_url=url.rstrip("/"), timeout=settings.capacity.timeout_seconds)
+
+
+def cloudwatch_client(settings: Settings) -> Any:
+    """A boto3 CloudWatch client (default AWS credential chain; endpoint overridable for emulators)."""
+    import boto3
+    from botocore.config import Config
+
+    capacity = settings.capacity
+    config = Config(region_name=capacity.cloudwatch_region, retries={"mode": "adaptive", "max_attempts": 5})
+    return boto3.session.Session().client(
+        "cloudwatch", endpoint_url=capacity.cloudwatch_endpoint_url, config=config
+    )

@@ -68,6 +68,13 @@ DUTIES: dict[str, Duty] = {
             "l2",
             "post the PostgreSQL outbox to L2 chains in batches, exactly once, at the lowest fee",
         ),
+        Duty(
+            "capacity-forecast",
+            "flows.capacity_forecast:capacity_forecast",
+            "capacity",
+            "forecast metric series (Prometheus, CloudWatch, CSV, PostgreSQL), date threshold breaches, "
+            "recommend capacity and cost",
+        ),
     )
 }
 

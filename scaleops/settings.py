@@ -8,6 +8,7 @@ except through `.get_secret_value()` at the point where a client is made.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -317,6 +319,145 @@ class ChainSettings(Section):
         return value
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
+
+
+def _check_duration(value: str | None) -> str | None:
+    """'30s', '5m', '6h', '1d', '2w' (the same grammar as tasks.forecasting.parse_duration)."""
+    if value is None:
+        return None
+    match = _DURATION.match(value)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"not a duration: {value!r} (expected e.g. 30s, 5m, 6h, 1d, 2w)")
+    return value
+
+
+class SeriesSettings(Section):
+    """One metric series to forecast (an item of SCALEOPS_CAPACITY__SERIES, a JSON list)."""
+
+    name: str = Field(min_length=1, description="resource id of events, e.g. disk-db-1")
+    source: Literal["prometheus", "cloudwatch", "csv", "postgres"]
+    query: str | None = Field(default=None, description="PromQL (prometheus) or SQL returning ts, value")
+    step: str | None = Field(default=None, description="cadence, e.g. 5m, 1h (prometheus: default 1h)")
+    namespace: str | None = Field(default=None, description="cloudwatch namespace, e.g. AWS/EC2")
+    metric: str | None = Field(default=None, description="cloudwatch metric name")
+    dimensions: dict[str, str] = Field(default_factory=dict, description="cloudwatch dimensions")
+    stat: str = Field(default="Average", description="cloudwatch statistic")
+    path: Path | None = Field(default=None, description="csv file with timestamp,value")
+    threshold: float
+    direction: Literal["above", "below"] = Field(
+        default="above", description="breach when the series rises above (usage) or falls below (free space)"
+    )
+    unit: str = ""
+    capacity_per_unit: float | None = Field(default=None, gt=0, description="metric units one unit adds")
+    unit_cost_per_month: float | None = Field(default=None, ge=0)
+    bounds: tuple[float | None, float | None] | None = Field(default=None, description="e.g. [0, 100]")
+    lead_time: str | None = Field(default=None, description="default: capacity.lead_time")
+
+    _durations = field_validator("step", "lead_time")(_check_duration)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> SeriesSettings:
+        needed = {
+            "prometheus": ("query",),
+            "postgres": ("query",),
+            "cloudwatch": ("namespace", "metric"),
+            "csv": ("path",),
+        }[self.source]
+        missing = [n for n in needed if getattr(self, n) in (None, "")]
+        if missing:
+            raise ValueError(f"source {self.source} needs {', '.join(missing)}")
+        if self.bounds and None not in self.bounds and self.bounds[0] >= self.bounds[1]:  # type: ignore[operator]
+            raise ValueError("bounds must be [low, high] with low < high")
+        return self
+
+
+def _sandbox_series() -> list[SeriesSettings]:
+    """The series the sandbox's Prometheus holds, so `scaleops demo` forecasts with no configuration."""
+    return [
+        SeriesSettings(
+            name="disk-db-1",
+            source="prometheus",
+            query='avg_over_time(scaleops_disk_used_gb{host="db-1"}[1h])',
+            step="1h",
+            threshold=800,
+            unit="GB",
+            capacity_per_unit=100,
+            unit_cost_per_month=8.0,
+            bounds=(0, 1000),
+        ),
+        SeriesSettings(
+            name="cpu-api",
+            source="prometheus",
+            query='avg_over_time(scaleops_cpu_utilization_percent{service="api"}[1h])',
+            step="1h",
+            threshold=85,
+            unit="%",
+            capacity_per_unit=10,
+            unit_cost_per_month=70.0,
+            bounds=(0, 100),
+        ),
+        SeriesSettings(
+            name="memory-cache-1",
+            source="prometheus",
+            query='avg_over_time(scaleops_memory_used_gb{instance="cache-1"}[1h])',
+            step="1h",
+            threshold=0.9,
+            unit="GB",
+            bounds=(0, 1),
+        ),
+        SeriesSettings(
+            name="rps-rpc-gateway",
+            source="prometheus",
+            query='avg_over_time(scaleops_http_requests_per_second{service="rpc-gateway"}[1h])',
+            step="1h",
+            threshold=2500,
+            unit="req/s",
+            capacity_per_unit=500,
+            unit_cost_per_month=120.0,
+            bounds=(0, None),
+        ),
+    ]
+
+
+class CapacitySettings(Section):
+    """Capacity forecasting: which series, where to read them, how far to look back and ahead."""
+
+    series: list[SeriesSettings] = Field(default_factory=_sandbox_series)
+    prometheus_url: str | None = Field(default=None, description="Prometheus HTTP API, e.g. http://host:9090")
+    cloudwatch_region: str = "us-east-1"
+    cloudwatch_endpoint_url: str | None = Field(default=None, description="unset: AWS itself")
+    lookback: str = Field(default="28d", description="history fetched, ending at as_of")
+    horizon: str = Field(default="30d", description="how far ahead to forecast")
+    lead_time: str = Field(default="14d", description="warn when the upper 95% crosses within this")
+    max_staleness: str = Field(default="2h", description="newest point must be at most this old")
+    max_gap_steps: int = Field(default=6, ge=0, description="longer gaps fail the series")
+    headroom: float = Field(default=0.0, ge=0, description="extra fraction over the upper-95% peak")
+    workers: int = Field(default=2, ge=1, description="processes that fit series in parallel")
+    timeout_seconds: float = Field(default=30, gt=0)
+
+    _durations = field_validator("lookback", "horizon", "lead_time", "max_staleness")(_check_duration)
+
+    @field_validator("prometheus_url", "cloudwatch_endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid URL (expected http(s)://host[:port])")
+        return value
+
+    @field_validator("series")
+    @classmethod
+    def _unique_names(cls, value: list[SeriesSettings]) -> list[SeriesSettings]:
+        names = [s.name for s in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"series names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything scaleops reads from its environment. See README "Configuration"."""
 
@@ -337,6 +478,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     chains: dict[str, ChainSettings] = Field(default_factory=dict, description="L2 posting targets by name")
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),

@@ -7,6 +7,7 @@ from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
 from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
+from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
     S3,
     Postgres,
@@ -35,5 +36,6 @@ SERVICES: tuple[type[Service], ...] = (
     AnvilOptimism,
     AnvilArbitrum,
     SolanaLiteSvm,
+    Prometheus,
     PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)
 )

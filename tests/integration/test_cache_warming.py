@@ -101,7 +101,7 @@ def pg(sandbox_env: dict[str, str]) -> Iterator[psycopg.Connection[Any]]:
         # pace(n): sleeps every 2,000th row, so a warm lasts long enough to restart Redis under it
         conn.execute(
             f"create function {SCHEMA}.pace(n bigint) returns boolean language plpgsql as $$"
-            " begin if n % 2000 = 0 then perform pg_sleep(0.15); end if; return true; end $$"
+            " begin if n % 2000 = 0 then perform pg_sleep(0.3); end if; return true; end $$"
         )
         yield conn
         conn.execute(f"drop schema if exists {SCHEMA} cascade")
@@ -297,8 +297,11 @@ def test_redis_restart_mid_run_retries_or_fails_never_lies(
     sandbox_env: dict[str, str], pg: psycopg.Connection[Any], private_redis: Any
 ) -> None:
     server = private_redis()
-    table = make_table(pg, 30_000)
-    query = f"select key, value from {table} where {SCHEMA}.pace(n) order by n"
+    # generate_series streams rows in order, so pace() runs as rows are fetched (an ORDER BY over a
+    # table would evaluate it for every row before the first one is returned, and pace nothing)
+    query = (
+        f"select n::text as key, 'v' || n as value from generate_series(1, 30000) as n where {SCHEMA}.pace(n)"
+    )
     env = {**sandbox_env, "SCALEOPS_REDIS__URL": server.url}
     env["SCALEOPS_CACHE__WARM_SETS"] = warm_set(query, "r:")
     args = [sys.executable, "-m", "scaleops.cli", "run", "cache-warming", "--json"]

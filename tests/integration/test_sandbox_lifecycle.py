@@ -75,7 +75,7 @@ def test_replica_streams_from_primary(own_sandbox: Sandbox) -> None:
         lsn = primary.execute("select pg_current_wal_lsn()").fetchone()[0]
     with psycopg.connect(env["SCALEOPS_POSTGRES__REPLICA_DSN"], autocommit=True) as replica:
         replica.execute(
-            "do $$ begin for i in 1..100 loop exit when pg_last_wal_replay_lsn() >= %s::pg_lsn;"
+            "do $$ begin for i in 1..600 loop exit when pg_last_wal_replay_lsn() >= %s::pg_lsn;"
             " perform pg_sleep(0.05); end loop; end $$".replace("%s", f"'{lsn}'")
         )
         rows = replica.execute("select v from lifecycle_probe").fetchall()

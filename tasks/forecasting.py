@@ -1,0 +1,445 @@
+"""Forecasting as plain functions (no Prefect, no scaleops settings): regular series in, forecast out.
+
+`forecast_series(values, step_seconds, horizon)` chooses a model per series by rolling-origin
+cross-validation among naive, seasonal naive (daily), MSTL (daily + weekly seasons, non-seasonal ETS
+trend) and non-seasonal ETS, then calibrates 80% and 95% intervals on the cross-validation residuals
+(split-conformal on absolute errors, per horizon bucket), so the intervals are as wide as the errors
+this model really made on this series, not as wide as its textbook assumptions say.
+
+Speed: statsmodels' STL (inside statsforecast's MSTL) is slow with long seasons (a weekly season at
+5-minute resolution takes ~10 s per fit), so the smooth models (MSTL, ETS) run on the series averaged
+into buckets of `k` steps, with at most 48 buckets a day (24 when the weekly season is used), and their
+forecast is interpolated back to the series' own step. The naive models run at the native step.
+
+`breach(...)` finds when a forecast first crosses a threshold; `recommend(...)` turns the peak of the
+upper interval into units of capacity and their monthly cost.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DAY = 86_400
+WEEK = 7 * DAY
+MODELS = ("naive", "seasonal_naive", "mstl", "ets")
+LEVELS = (80, 95)
+CV_WINDOWS = 4
+MAX_BUCKETS_PER_DAY = 48
+MAX_BUCKETS_PER_DAY_WEEKLY = 24
+INTERVAL_BUCKETS = 6
+# The smooth models see at most this many buckets (STL's cost grows with length x season): five weekly
+# cycles when the weekly season is used, else this many.
+MAX_SMOOTH_BUCKETS = 1000
+WEEKLY_CYCLES_KEPT = 5
+
+
+class ForecastError(ValueError):
+    """The series cannot be forecast as asked (too short, bad horizon ...); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------ durations
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": DAY, "w": WEEK}
+
+
+def parse_duration(text: str | float | int | timedelta) -> float:
+    """'90s', '5m', '6h', '1d', '2w' (or a number of seconds, or a timedelta) -> seconds."""
+    if isinstance(text, timedelta):
+        return text.total_seconds()
+    if isinstance(text, int | float):
+        if text <= 0:
+            raise ValueError("a duration must be positive")
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 6h, 1d, 2w)")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def horizon_steps(horizon: str | int, step_seconds: float) -> int:
+    """A horizon given as a number of steps ('48', 48) or a duration ('6h', '7d') -> steps (>= 1)."""
+    if isinstance(horizon, int) or (isinstance(horizon, str) and horizon.strip().isdigit()):
+        steps = int(horizon)
+    else:
+        steps = math.ceil(parse_duration(horizon) / step_seconds)
+    if steps < 1:
+        raise ValueError(f"horizon {horizon!r} is less than one step")
+    return steps
+
+
+def epoch_seconds(timestamps: Any) -> np.ndarray:
+    """Timestamps (datetime-like, any pandas resolution, naive = UTC) -> float seconds since the epoch."""
+    index = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True))
+    return (index - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+
+
+def infer_step(timestamps: Sequence[float] | np.ndarray) -> float:
+    """The series' cadence in seconds: the median distance between consecutive timestamps."""
+    t = np.asarray(timestamps, dtype=float)
+    if t.size < 2:
+        raise ForecastError("need at least two points to know the series' step")
+    diffs = np.diff(t)
+    diffs = diffs[diffs > 0]
+    if diffs.size == 0:
+        raise ForecastError("timestamps do not increase")
+    return float(np.median(diffs))
+
+
+# ------------------------------------------------------------------------------------------------ seasons
+@dataclass(frozen=True)
+class Seasons:
+    """Season lengths in native steps (0 = not used) and the bucket size the smooth models run at."""
+
+    daily: int
+    weekly: int
+    k: int
+
+    @property
+    def longest(self) -> int:
+        return max(self.weekly, self.daily, 1)
+
+
+def _period(step_seconds: float, seconds: int) -> int:
+    ratio = seconds / step_seconds
+    return int(round(ratio)) if abs(ratio - round(ratio)) < 1e-6 and ratio >= 2 else 0
+
+
+def choose_seasons(step_seconds: float, train_length: int) -> Seasons:
+    """Daily and weekly seasons the shortest training window can support (two full cycles each); daily
+    data (step 1d) gets the weekly season alone."""
+    daily = _period(step_seconds, DAY)
+    weekly = _period(step_seconds, WEEK)
+    if daily and train_length < 2 * daily:
+        daily = 0
+    if weekly and train_length < 2 * weekly:
+        weekly = 0
+    if weekly and not daily and _period(step_seconds, DAY):
+        weekly = 0  # sub-daily data without two days of it: no seasonal model at all
+    cap = MAX_BUCKETS_PER_DAY_WEEKLY if weekly else MAX_BUCKETS_PER_DAY
+    k = 1
+    if daily and daily > cap:
+        k = next(c for c in range(math.ceil(daily / cap), daily + 1) if daily % c == 0)
+    elif not daily and not weekly:
+        # no season: still average very long series so the smooth models stay fast
+        k = max(1, math.ceil(train_length / 2000))
+    return Seasons(daily=daily, weekly=weekly, k=k)
+
+
+# ------------------------------------------------------------------------------------------------ models
+def _aggregate(y: np.ndarray, k: int) -> np.ndarray:
+    """Mean of buckets of `k` steps, aligned to the end of the series (a leading remainder is dropped)."""
+    if k == 1:
+        return y
+    usable = (y.size // k) * k
+    return y[y.size - usable :].reshape(-1, k).mean(axis=1)
+
+
+def _upsample(last_bucket: float, forecast: np.ndarray, k: int, h: int) -> np.ndarray:
+    """Bucket forecasts back to native steps: linear between bucket centres, anchored on the last bucket."""
+    if k == 1:
+        return forecast[:h]
+    centres = np.arange(-1, forecast.size) * k + (k - 1) / 2
+    return np.interp(np.arange(h), centres, np.concatenate([[last_bucket], forecast]))
+
+
+def _smooth_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.ndarray:
+    from statsforecast.models import MSTL, AutoETS
+
+    k = seasons.k
+    ya = _aggregate(y, k)
+    keep = WEEKLY_CYCLES_KEPT * seasons.weekly // k if seasons.weekly else MAX_SMOOTH_BUCKETS
+    ya = ya[-keep:]
+    ha = math.ceil(h / k) + 1
+    if model == "ets":
+        fitted: Any = AutoETS(model="ZZN")
+    else:
+        lengths = [s // k for s in (seasons.daily, seasons.weekly) if s]
+        fitted = MSTL(season_length=lengths, trend_forecaster=AutoETS(model="ZZN"))
+    mean = np.asarray(fitted.forecast(y=ya.astype(float), h=ha)["mean"], dtype=float)
+    return _upsample(float(ya[-1]), mean, k, h)
+
+
+def point_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.ndarray:
+    """Mean forecast of `model` for the `h` steps after `y` (native step)."""
+    if model == "naive":
+        return np.full(h, float(y[-1]))
+    if model == "seasonal_naive":
+        cycle = y[-(seasons.daily or seasons.weekly) :]
+        return np.resize(cycle, h).astype(float)
+    if model in ("mstl", "ets"):
+        return _smooth_forecast(model, y, h, seasons)
+    raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+
+
+def candidates(seasons: Seasons) -> list[str]:
+    if seasons.daily or seasons.weekly:
+        return list(MODELS)
+    return ["naive", "ets"]
+
+
+# ------------------------------------------------------------------------------------------------ fit
+@dataclass
+class Forecast:
+    """The chosen model's forecast with calibrated intervals, at the series' own step."""
+
+    model: str
+    mean: np.ndarray
+    lo: dict[int, np.ndarray]
+    hi: dict[int, np.ndarray]
+    cv_mae: dict[str, float]
+    cv_mase: float
+    seasons: Seasons
+    cv_horizon: int
+    cv_windows: int
+    notes: list[str] = field(default_factory=list)
+
+    def frame(self, start: datetime | pd.Timestamp, step_seconds: float) -> pd.DataFrame:
+        """`timestamp, mean, lo_80, hi_80, lo_95, hi_95`, the first row one step after `start`."""
+        index = pd.Timestamp(start) + pd.to_timedelta(np.arange(1, self.mean.size + 1) * step_seconds, "s")
+        data: dict[str, Any] = {"timestamp": index, "mean": self.mean}
+        for level in LEVELS:
+            data[f"lo_{level}"] = self.lo[level]
+            data[f"hi_{level}"] = self.hi[level]
+        return pd.DataFrame(data)
+
+
+def cv_plan(n: int, h: int, step_seconds: float, windows: int = CV_WINDOWS) -> tuple[int, int, int]:
+    """(cv horizon, step between origins, windows): held-out windows that leave at least 2 days (or 2/3
+    of the series) to train on, at most `h` long; origins half a window apart."""
+    daily = _period(step_seconds, DAY) or 1
+    min_train = min(2 * daily if daily > 1 else n // 2, (2 * n) // 3)
+    min_train = max(min_train, 8)
+    cv_h = min(h, max(1, n // 6))
+    while cv_h > 1 and n - cv_h - (windows - 1) * max(1, cv_h // 2) < min_train:
+        cv_h = max(1, cv_h // 2)
+    step = max(1, cv_h // 2)
+    while windows > 1 and n - cv_h - (windows - 1) * step < min_train:
+        windows -= 1
+    if n - cv_h - (windows - 1) * step < 8:
+        raise ForecastError(f"{n} points are too few to cross-validate a forecast")
+    return cv_h, step, windows
+
+
+def _conformal_quantile(errors: np.ndarray, level: int) -> float:
+    m = errors.size
+    if m == 0:
+        return float("nan")
+    q = min(1.0, math.ceil((m + 1) * level / 100) / m)
+    return float(np.quantile(errors, q, method="higher"))
+
+
+def calibrated_widths(residuals: np.ndarray, h: int, level: int) -> np.ndarray:
+    """Half-widths for steps 1..h from CV residuals (windows x cv_h): conformal quantile of |error| per
+    horizon bucket, made non-decreasing, and beyond the cross-validated horizon grown in proportion to the
+    step (trend uncertainty grows linearly; no residual says how fast it really grows there, so the
+    conservative choice, for capacity decisions an early warning beats a late one)."""
+    cv_h = residuals.shape[1]
+    abs_err = np.abs(residuals)
+    buckets = np.array_split(np.arange(cv_h), min(INTERVAL_BUCKETS, cv_h))
+    width_cv = np.empty(cv_h)
+    for idx in buckets:
+        width_cv[idx] = _conformal_quantile(abs_err[:, idx].ravel(), level)
+    width_cv = np.maximum.accumulate(width_cv)
+    if h <= cv_h:
+        return width_cv[:h]
+    beyond = width_cv[-1] * np.arange(cv_h + 1, h + 1) / cv_h
+    return np.concatenate([width_cv, beyond])
+
+
+def forecast_series(
+    values: Sequence[float] | np.ndarray,
+    step_seconds: float,
+    horizon: int,
+    *,
+    models: Sequence[str] | None = None,
+    bounds: tuple[float | None, float | None] | None = None,
+    windows: int = CV_WINDOWS,
+) -> Forecast:
+    """Choose a model by rolling-origin CV (lowest MAE), refit it on everything, forecast `horizon` steps
+    with 80%/95% intervals calibrated on the CV residuals; clip to `bounds`."""
+    y = np.asarray(values, dtype=float)
+    if y.ndim != 1 or y.size < 16:
+        raise ForecastError(f"need at least 16 points, got {y.size}")
+    if not np.all(np.isfinite(y)):
+        raise ForecastError("values must be finite (validate and interpolate first)")
+    if horizon < 1:
+        raise ForecastError("horizon must be at least one step")
+    cv_h, cv_step, windows = cv_plan(y.size, horizon, step_seconds, windows)
+    min_train = y.size - cv_h - (windows - 1) * cv_step
+    seasons = choose_seasons(step_seconds, min_train)
+    pool = [m for m in (models or candidates(seasons)) if m in candidates(seasons)] or ["naive"]
+    origins = [min_train + w * cv_step for w in range(windows)]
+    residuals: dict[str, np.ndarray] = {}
+    for model in pool:
+        rows = []
+        for origin in origins:
+            rows.append(y[origin : origin + cv_h] - point_forecast(model, y[:origin], cv_h, seasons))
+        residuals[model] = np.vstack(rows)
+    cv_mae = {m: float(np.mean(np.abs(r))) for m, r in residuals.items()}
+    best = min(pool, key=lambda m: (cv_mae[m], MODELS.index(m)))
+    scale = float(np.mean(np.abs(np.diff(y[:min_train])))) or 1.0
+    mean = point_forecast(best, y, horizon, seasons)
+    lo: dict[int, np.ndarray] = {}
+    hi: dict[int, np.ndarray] = {}
+    for level in LEVELS:
+        width = calibrated_widths(residuals[best], horizon, level)
+        lo[level], hi[level] = mean - width, mean + width
+    if bounds is not None:
+        low, high = bounds
+        low = -np.inf if low is None else low
+        high = np.inf if high is None else high
+        mean = np.clip(mean, low, high)
+        for level in LEVELS:
+            lo[level] = np.clip(lo[level], low, high)
+            hi[level] = np.clip(hi[level], low, high)
+    return Forecast(
+        model=best,
+        mean=mean,
+        lo=lo,
+        hi=hi,
+        cv_mae=cv_mae,
+        cv_mase=cv_mae[best] / scale,
+        seasons=seasons,
+        cv_horizon=cv_h,
+        cv_windows=windows,
+    )
+
+
+def _forecast_job(job: dict[str, Any]) -> Forecast | str:
+    try:
+        return forecast_series(**job)
+    except (ForecastError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def forecast_many(
+    jobs: Sequence[dict[str, Any]],
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Forecast | str]:
+    """`forecast_series(**job)` for every job, in `workers` processes when more than one; a job that
+    cannot be forecast yields its error message instead of a Forecast."""
+    results: list[Forecast | str] = []
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            results.append(_forecast_job(job))
+            if progress:
+                progress(i + 1, len(jobs))
+        return results
+    import multiprocessing
+
+    # spawn, not fork: the caller may run threads (Prefect does), and fork copies their locks
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as executor:
+        for i, result in enumerate(executor.map(_forecast_job, jobs)):
+            results.append(result)
+            if progress:
+                progress(i + 1, len(jobs))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ breach
+@dataclass
+class Breach:
+    breach_at: datetime | None  # mean forecast crosses
+    breach_at_upper: datetime | None  # upper 95% crosses: the earliest plausible date
+    breach_at_lower: datetime | None  # lower 95% crosses: by then it is almost certain
+    peak_upper: float  # highest upper-95% value over the horizon
+    peak_mean: float
+
+
+def first_crossing(
+    timestamps: Sequence[datetime] | pd.DatetimeIndex,
+    values: np.ndarray,
+    threshold: float,
+    direction: str = "above",
+) -> datetime | None:
+    """The first timestamp whose value is at or above (`direction="below"`: at or under) `threshold`."""
+    values = np.asarray(values)
+    hits = np.flatnonzero(values >= threshold if direction == "above" else values <= threshold)
+    if hits.size == 0:
+        return None
+    return pd.Timestamp(timestamps[int(hits[0])]).round("s").to_pydatetime()
+
+
+def breach(frame: pd.DataFrame, threshold: float, direction: str = "above") -> Breach:
+    """Crossing dates of the mean and of the 95% band for a forecast frame (see `Forecast.frame`).
+
+    `direction="above"` (usage, load): the upper 95% crosses first (`breach_at_upper`, the earliest
+    plausible date), the lower 95% last. `"below"` (free space, headroom): the bands swap roles, and
+    `breach_at_upper` is still the earliest plausible date, `peak_upper` the plausible extreme (lowest).
+    """
+    ts = pd.DatetimeIndex(frame["timestamp"])
+    early, late = ("hi_95", "lo_95") if direction == "above" else ("lo_95", "hi_95")
+    extreme = frame[early].max() if direction == "above" else frame[early].min()
+    return Breach(
+        breach_at=first_crossing(ts, frame["mean"].to_numpy(), threshold, direction),
+        breach_at_upper=first_crossing(ts, frame[early].to_numpy(), threshold, direction),
+        breach_at_lower=first_crossing(ts, frame[late].to_numpy(), threshold, direction),
+        peak_upper=float(extreme),
+        peak_mean=float(frame["mean"].max() if direction == "above" else frame["mean"].min()),
+    )
+
+
+@dataclass
+class Recommendation:
+    units: int
+    amount: float
+    monthly_cost: float | None
+    text: str
+
+
+def recommend(
+    peak_upper: float,
+    threshold: float,
+    *,
+    capacity_per_unit: float | None,
+    unit_cost_per_month: float | None,
+    unit: str = "",
+    headroom: float = 0.0,
+    direction: str = "above",
+) -> Recommendation | None:
+    """Units of capacity that keep the upper-95% peak (plus `headroom` as a fraction) under the
+    threshold, VPA-style: the recommendation covers the plausible peak, not the mean. With
+    `direction="below"` the plausible trough (lower 95%) is kept above the threshold instead."""
+    if not capacity_per_unit or capacity_per_unit <= 0:
+        return None
+    if direction == "above":
+        needed = peak_upper * (1 + headroom) - threshold
+    else:
+        needed = threshold - peak_upper * (1 - headroom)
+    units = max(0, math.ceil(needed / capacity_per_unit - 1e-9))
+    amount = units * capacity_per_unit
+    cost = units * unit_cost_per_month if unit_cost_per_month is not None else None
+    if units == 0:
+        text = "no change needed within the horizon"
+    else:
+        text = f"add {units} x {capacity_per_unit:g} {unit}".rstrip() + f" (= {amount:g} {unit})".rstrip()
+        if cost is not None:
+            text += f", about {cost:,.2f}/month more"
+    return Recommendation(units=units, amount=amount, monthly_cost=cost, text=text)
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class SeriesData:
+    """What a source returns for one series: epoch-second timestamps and values, or why it could not."""
+
+    name: str
+    timestamps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    step_seconds: float | None = None  # the source's cadence when it has one (Prometheus step, CW period)
+    error: str | None = None
