@@ -49,6 +49,13 @@ DUTIES: dict[str, Duty] = {
             "Redis Cluster, both S3 regions)",
         ),
         Duty(
+            "backup-verification",
+            "flows.backup_verification:backup_verification",
+            "backup",
+            "back up each PostgreSQL database to S3, verify the replica region holds the same bytes, "
+            "restore the newest backup from the replica region and check it, RPO/RTO, GFS retention",
+        ),
+        Duty(
             "cache-warming",
             "flows.cache_warming:cache_warming",
             "cache",

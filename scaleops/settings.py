@@ -169,6 +169,43 @@ class S3Settings(Section):
         return value
 
 
+class BackupSettings(Section):
+    """Duty backup-verification: what is backed up, where under the buckets, and how long it is kept.
+
+    The buckets are the S3 section's; the restore server is SCALEOPS_POSTGRES__RESTORE_DSN."""
+
+    prefix: str = Field(default="backups/", description="key prefix of every backup object in both buckets")
+    databases: list[str] = Field(default_factory=lambda: ["postgres"], description="databases to back up")
+    replication_sla_seconds: float = Field(
+        default=900, gt=0, description="an object younger than this and not yet in the replica is pending"
+    )
+    keep_daily: int = Field(default=7, ge=0, description="GFS retention: newest backup of each of N days")
+    keep_weekly: int = Field(default=4, ge=0, description="... of each of N ISO weeks")
+    keep_monthly: int = Field(default=12, ge=0, description="... of each of N months")
+    rpo_target_seconds: float = Field(
+        default=26 * 3600, gt=0, description="a newest verified backup older than this is a problem"
+    )
+    part_size_mb: int = Field(default=16, ge=5, le=5120, description="multipart upload part size (MiB)")
+    restore_wait_seconds: float = Field(
+        default=60, ge=0, description="how long to wait for the newest backup to reach the replica region"
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or value.startswith("/") or not value.endswith("/"):
+            raise ValueError("must be a key prefix ending in '/' and not starting with '/' (e.g. backups/)")
+        return value
+
+    @field_validator("databases")
+    @classmethod
+    def _databases(cls, value: list[str]) -> list[str]:
+        bad = [d for d in value if not d or len(d) > 63 or "/" in d or d.startswith("scaleops_restore_")]
+        if bad or not value:
+            raise ValueError("must be a non-empty list of database names (no '/', not a scratch restore db)")
+        return value
+
+
 DEMO_WARM_SET_QUERY = "select key, value, updated_at from scaleops_demo.cache_source order by hits desc, key"
 
 
@@ -436,6 +473,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)

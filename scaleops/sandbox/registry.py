@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
+from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
@@ -23,6 +24,7 @@ from scaleops.sandbox.solana import SolanaLiteSvm
 SERVICES: tuple[type[Service], ...] = (
     Postgres,
     PostgresReplica,
+    BackupSample,
     Redis,
     RedisCluster,
     S3,
