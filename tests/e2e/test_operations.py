@@ -223,3 +223,60 @@ def test_three_day_backfill_is_idempotent(deployed: dict[str, str]) -> None:
         timeout=10,
     ).json()
     assert count == 3
+
+
+def test_the_proactive_backup_trigger_fires(deployed: dict[str, str]) -> None:
+    """The prefect.yaml trigger 'no scaleops.backup.verified for 26 h', with a 10 s window and a
+    resource of its own: the server notices the silence and starts backup-verification."""
+    api = deployed["PREFECT_API_URL"]
+    (dep,) = [
+        d
+        for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+        if d["name"] == "backup-verification"
+    ]
+    (proactive,) = [t for t in dep["triggers"] if t.get("posture") == "Proactive"]
+    assert proactive["expect"] == ["scaleops.backup.verified"] and proactive["within"] == 26 * 3600
+    resource = f"scaleops.backup.e2e-{uuid.uuid4().hex[:8]}"
+    trigger = {k: v for k, v in proactive.items() if k not in ("enabled", "parameters")}
+    trigger.update(match={"prefect.resource.id": resource}, within=10)
+    dep_id = deployment_id(api, "backup-verification")
+    automation = httpx.post(
+        f"{api}/automations/",
+        json={
+            "name": f"e2e-proactive-{resource}",
+            "trigger": trigger,
+            # the same action a deployment trigger has; a dry run that takes no backup keeps it light
+            "actions": [
+                {
+                    "type": "run-deployment",
+                    "source": "selected",
+                    "deployment_id": dep_id,
+                    "parameters": {"take_backup": False, "restore_test": False, "deep_sample": 0.0},
+                }
+            ],
+        },
+        timeout=10,
+    )
+    assert automation.status_code == 201, automation.text
+    automation_id = automation.json()["id"]
+    try:
+
+        def fired() -> list[dict[str, Any]]:
+            body = {
+                "filter": {
+                    "event": {"name": ["prefect.automation.triggered"]},
+                    "resource": {"id": [f"prefect.automation.{automation_id}"]},
+                    "occurred": {"since": "2020-01-01T00:00:00Z"},
+                }
+            }
+            return httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
+
+        wait_for(fired, 90, "the proactive trigger to fire")
+
+        def started() -> list[dict[str, Any]]:
+            return [r for r in runs_of(api, dep_id) if (r.get("created_by") or {}).get("id") == automation_id]
+
+        (run,) = wait_for(started, 60, "the run the trigger starts")
+        assert run["parameters"]["take_backup"] is False
+    finally:
+        httpx.delete(f"{api}/automations/{automation_id}", timeout=10)
