@@ -11,6 +11,7 @@ have redis-server && have redis-cli || missing+=(redis-server redis-tools)
 have rclone || missing+=(rclone)
 have prometheus && have promtool || missing+=(prometheus)
 have prometheus-alertmanager || missing+=(prometheus-alertmanager)
+have chromium || missing+=(chromium)  # the e2e test that renders the Prefect UI
 have node && have npm || missing+=(nodejs npm)  # npm ci: anvil and solc (package.json)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
