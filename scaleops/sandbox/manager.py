@@ -139,6 +139,9 @@ class Sandbox:
                     if not all(dep in done for dep in needs):
                         continue
                     pending.remove(svc)
+                    if svc.running() and svc.outdated():
+                        say(f"{svc.name}: configuration changed, restarting")
+                        svc.stop()
                     if svc.running():
                         say(f"{svc.name}: already running")
                     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -73,6 +74,10 @@ class Service:
     def running(self) -> bool:
         files = self.pidfiles()
         return bool(files) and len(self.pids()) == len(files)
+
+    def outdated(self) -> bool:
+        """Running, but started with a configuration that has changed since (restart it)."""
+        return False
 
     def clear_stale(self) -> None:
         for f in self.pidfiles():
@@ -723,6 +728,7 @@ class PrefectWorker(Service):
             "--name",
             self.worker_name,
         ]
+        self.env_fingerprint.write_text(self._fingerprint())
         env: dict[str, str | None] = {
             **self.sb.env(),  # flow runs inherit the worker's environment: point them at the sandbox
             "SCALEOPS_HOME": str(PROJECT_ROOT),
@@ -732,6 +738,20 @@ class PrefectWorker(Service):
             "AWS_CA_BUNDLE": None,
         }
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=env)
+
+    @property
+    def env_fingerprint(self) -> Path:
+        return self.home / "env.sha256"
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.sb.env(), sort_keys=True).encode()).hexdigest()
+
+    def outdated(self) -> bool:
+        """A service added or moved since the worker started: its flow runs would miss the setting."""
+        try:
+            return self.env_fingerprint.read_text() != self._fingerprint()
+        except OSError:
+            return True
 
     @property
     def worker_name(self) -> str:

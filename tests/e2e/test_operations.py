@@ -52,11 +52,16 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def fresh_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fresh_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sandbox = Sandbox(Settings(), tmp_path_factory.mktemp("fresh") / ".sandbox")
     sandbox.up(["prefect"])
-    yield sandbox.env()["PREFECT_API_URL"]
+    yield sandbox
     sandbox.down(purge=True)
+
+
+@pytest.fixture(scope="module")
+def fresh_prefect(fresh_sandbox: Sandbox) -> str:
+    return fresh_sandbox.env()["PREFECT_API_URL"]
 
 
 def test_deploy_all_on_a_fresh_server(fresh_prefect: str) -> None:
@@ -70,6 +75,17 @@ def test_deploy_all_on_a_fresh_server(fresh_prefect: str) -> None:
         assert dep["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     automations = httpx.post(f"{fresh_prefect}/automations/filter", json={}, timeout=10).json()
     assert {a["name"].split("__")[0] for a in automations} >= {"preflight"}
+
+
+def test_worker_restarts_when_the_sandbox_it_points_at_changed(fresh_sandbox: Sandbox) -> None:
+    worker = fresh_sandbox.service("worker")
+    first = fresh_sandbox.up(["worker"])["worker"]
+    assert first["healthy"] and not worker.outdated()
+    assert fresh_sandbox.up(["worker"])["worker"]["pids"] == first["pids"]  # unchanged: left alone
+    worker.env_fingerprint.write_text("the environment of an older sandbox")
+    assert worker.outdated()
+    again = fresh_sandbox.up(["worker"])["worker"]
+    assert again["healthy"] and again["pids"] != first["pids"]
 
 
 @pytest.fixture(scope="module")
