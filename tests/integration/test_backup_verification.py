@@ -39,7 +39,7 @@ def prefix(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture(scope="module")
 def database(sandbox_env: dict[str, str]) -> Iterator[str]:
-    """A database with two tables (single and compound primary key) of known size."""
+    """A database with tables of known size: single and compound primary keys, and an empty one."""
     settings = load_settings()
     name = f"scaleops_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_dsn(settings), autocommit=True) as conn:
@@ -49,6 +49,7 @@ def database(sandbox_env: dict[str, str]) -> Iterator[str]:
         conn.execute("insert into items select g, 'item ' || g from generate_series(1, 1500) g")
         conn.execute("create table pairs (a int, b text, n int, primary key (a, b))")
         conn.execute("insert into pairs select g, 'x', g from generate_series(1, 300) g")
+        conn.execute("create table empty_keys (id bigint primary key)")  # a queue drained to nothing
     yield name
     with psycopg.connect(postgres_dsn(settings), autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
@@ -173,6 +174,8 @@ def test_backup_then_restore_from_the_replica_region_passes_and_drops_the_scratc
     assert restore.checks_failed == []
     assert "public.items: row count = 1500" in restore.checks_passed
     assert "public.pairs(a, b): unique" in restore.checks_passed
+    assert "public.empty_keys: row count = 0" in restore.checks_passed
+    assert "public.empty_keys: primary key (empty table, nothing to check)" in restore.checks_passed
     assert restore.dropped and scratch_databases() == before
     assert report.rpo_seconds is not None and report.rto_seconds == restore.seconds
     assert report.newest_verified == {database: backup.key}
