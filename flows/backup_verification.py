@@ -37,6 +37,7 @@ from tasks.postgres import (
 from tasks.s3 import (
     BackupListing,
     ReplicationDiff,
+    ReplicationFindings,
     backup_listing,
     delete_backup_objects,
     replication_check,
@@ -58,14 +59,7 @@ class BackupRecord(BaseModel):
     finished_at: datetime
 
 
-class ReplicationReport(BaseModel):
-    objects_checked: int = 0
-    missing: list[str] = Field(default_factory=list)
-    extra: list[str] = Field(default_factory=list)
-    size_mismatch: list[str] = Field(default_factory=list)
-    checksum_mismatch: list[str] = Field(default_factory=list)
-    pending: list[str] = Field(default_factory=list)
-    lag_seconds: float | None = None
+class ReplicationReport(ReplicationFindings):
     hashed: int = Field(default=0, description="objects downloaded and hashed in both regions")
     sampled: int = Field(default=0, description="of those, the deep sample (equal ETags)")
 
@@ -240,13 +234,7 @@ def check_databases(names: list[str]) -> list[str]:
 
 def apply_replication(report: BackupReport, diff: ReplicationDiff, settings: Settings) -> None:
     report.replication = ReplicationReport(
-        objects_checked=diff.objects_checked,
-        missing=diff.missing,
-        extra=diff.extra,
-        size_mismatch=diff.size_mismatch,
-        checksum_mismatch=diff.checksum_mismatch,
-        pending=diff.pending,
-        lag_seconds=diff.lag_seconds,
+        **diff.model_dump(include=set(ReplicationFindings.model_fields)),
         hashed=len(diff.to_hash) + len(diff.sampled),
         sampled=len(diff.sampled),
     )

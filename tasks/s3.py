@@ -84,8 +84,8 @@ class Upload(BaseModel):
     parts: int
 
 
-class ReplicationDiff(BaseModel):
-    """Primary vs replica, from listings; `to_hash` are the pairs the listing cannot decide."""
+class ReplicationFindings(BaseModel):
+    """What a replication check found, by class of fault (lists of object keys)."""
 
     objects_checked: int = 0
     missing: list[str] = Field(default_factory=list)
@@ -93,9 +93,14 @@ class ReplicationDiff(BaseModel):
     size_mismatch: list[str] = Field(default_factory=list)
     checksum_mismatch: list[str] = Field(default_factory=list)
     pending: list[str] = Field(default_factory=list)
+    lag_seconds: float | None = None
+
+
+class ReplicationDiff(ReplicationFindings):
+    """Primary vs replica, from listings; `to_hash` are the pairs the listing cannot decide."""
+
     to_hash: list[str] = Field(default_factory=list, description="ETags differ and are not both MD5s")
     sampled: list[str] = Field(default_factory=list, description="equal ETags, hashed anyway (deep sample)")
-    lag_seconds: float | None = None
     since: dict[str, datetime] = Field(default_factory=dict, description="flagged key -> its LastModified")
 
 
