@@ -19,7 +19,8 @@ from tasks.l2fees import eip1559_fees
 
 GAS_PRICE_ORACLE = "0x420000000000000000000000000000000000000F"
 NODE_INTERFACE = "0x00000000000000000000000000000000000000C8"
-POST_BATCH = keccak(text="postBatch(uint64,bytes32[],bytes[])")[:4]
+POST_BATCH = keccak(text="postBatch(uint64,uint64,uint64[],bytes32[],bytes[])")[:4]
+IS_POSTED = keccak(text="isPosted(uint64,uint64)")[:4]
 OPERATION_POSTED_TOPIC = "0x" + keccak(text="OperationPosted(bytes32,uint64,bytes)").hex()
 GET_L1_FEE = keccak(text="getL1Fee(bytes)")[:4]
 GAS_ESTIMATE_COMPONENTS = keccak(text="gasEstimateComponents(address,bool,bytes)")[:4]
@@ -41,23 +42,38 @@ class RpcFailure(RuntimeError):
 
 
 def op_key(key: str) -> bytes:
-    """opKey = keccak256(bytes(key)), what the contract deduplicates on."""
+    """opKey = keccak256(bytes(key)): what each OperationPosted event carries (indexed)."""
     return keccak(text=key)
 
 
-def post_batch_calldata(batch_id: int, keys: Sequence[str], payloads: Sequence[bytes]) -> bytes:
+def post_batch_calldata(
+    outbox: int, batch_id: int, ids: Sequence[int], keys: Sequence[str], payloads: Sequence[bytes]
+) -> bytes:
+    """postBatch(outbox, batchId, ids, opKeys, payloads). The contract dedupes on (outbox, id): the
+    outbox's random namespace and the operations' row ids there (one id per key, never reused)."""
+    if not len(ids) == len(keys) == len(payloads):
+        raise ValueError("postBatch: ids, keys and payloads differ in length")
     return POST_BATCH + encode(
-        ["uint64", "bytes32[]", "bytes[]"], [batch_id, [op_key(k) for k in keys], list(payloads)]
+        ["uint64", "uint64", "uint64[]", "bytes32[]", "bytes[]"],
+        [outbox, batch_id, list(ids), [op_key(k) for k in keys], list(payloads)],
     )
 
 
 def calldata_size(payload_sizes: Sequence[int]) -> int:
-    """Exact ABI size of postBatch(batchId, opKeys, payloads) without encoding it."""
+    """Exact ABI size of postBatch(outbox, batchId, ids, opKeys, payloads) without encoding it."""
     n = len(payload_sizes)
-    head = 4 + 3 * 32
+    head = 4 + 5 * 32
+    ids = 32 + 32 * n
     keys = 32 + 32 * n
     payloads = 32 + 32 * n + sum(32 + -(-size // 32) * 32 for size in payload_sizes)
-    return head + keys + payloads
+    return head + ids + keys + payloads
+
+
+def is_posted(w3: Any, contract: str, outbox: int, op_id: int) -> bool:
+    """Whether the contract has operation `op_id` of outbox namespace `outbox` as posted."""
+    data = IS_POSTED + encode(["uint64", "uint64"], [outbox, op_id])
+    raw = rpc(w3, "eth_call", [{"to": contract, "data": "0x" + data.hex()}, "latest"])
+    return bool(decode(["bool"], bytes.fromhex(raw[2:]))[0])
 
 
 @dataclass
@@ -231,3 +247,20 @@ def posted_operations(w3: Any, contract: str, from_block: int = 0) -> list[tuple
         ],
     )
     return [(log["topics"][1], int(log["topics"][2], 16), log["transactionHash"]) for log in logs]
+
+
+def logs_of_op_key(w3: Any, contract: str, op_topic: str, from_block: int = 0) -> list[dict[str, Any]]:
+    """Every OperationPosted of one opKey (its indexed topic) on a contract."""
+    logs = rpc(
+        w3,
+        "eth_getLogs",
+        [
+            {
+                "address": contract,
+                "fromBlock": hex(from_block),
+                "toBlock": "latest",
+                "topics": [OPERATION_POSTED_TOPIC, op_topic],
+            }
+        ],
+    )
+    return list(logs or [])

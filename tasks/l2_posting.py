@@ -7,7 +7,9 @@
 Why it is exactly once: nothing is broadcast that is not first durably recorded with its nonce; every
 signed transaction of a batch (the first and each replacement) is kept, so whichever one is mined is
 found; a batch that has a signed transaction is never signed again with another nonce or payload; and
-the contract itself skips an opKey it already recorded. Every step is safe to repeat, so a crash (or a
+the contract itself skips an operation it already posted (by the outbox's namespace and the operation's id,
+one id per key; an operation skipped on chain that was never posted before is failed loudly, see
+`skipped_unposted`). Every step is safe to repeat, so a crash (or a
 task retry) at any point is followed by a run that reconciles and carries on.
 
 `SCALEOPS_L2_CRASH_AT=<step>` makes the process SIGKILL itself at that step (crash tests only).
@@ -28,7 +30,7 @@ from pydantic import BaseModel, Field
 from scaleops.settings import ChainSettings
 from tasks import evm
 from tasks.l2fees import bumped, eip1559_fees
-from tasks.outbox import Op
+from tasks.outbox import Op, outbox_namespace
 
 CRASH_ENV = "SCALEOPS_L2_CRASH_AT"
 CRASH_STEPS = ("batched", "signed", "sent", "broadcast", "mined", "confirmed", "replaced")
@@ -36,6 +38,12 @@ MIN_BUMP_PERCENT = 10
 # A node can report the signer's nonce past ours a moment before it serves the receipt that explains it:
 # "another transaction took our nonce" is only concluded after this long without a receipt.
 NONCE_TAKEN_GRACE_SECONDS = 5.0
+
+
+UNPOSTED_ERROR = (
+    "skipped on chain as already posted, but no OperationPosted of its key exists: its outbox id was "
+    "used before with this namespace (outbox database reset or restored?); queue it again under a new key"
+)
 
 
 def crashpoint(step: str) -> None:
@@ -131,6 +139,7 @@ class Poster:
         self.max_ops = min(options.max_batch_ops or cfg.max_batch_ops, cfg.max_batch_ops)
         self._capped_bump_noted: set[int] = set()
         self._nonce_passed_at: dict[int, float] = {}
+        self.outbox = 0  # the outbox's namespace on chain, read once the lock is held
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> ChainReport:
@@ -143,6 +152,7 @@ class Poster:
             self.report.pending = self.count_open()
             return self.report
         try:
+            self.outbox = outbox_namespace(self.conn)
             if not self.opts.dry_run:  # a dry run signs and sends nothing, not even a replacement
                 self.reconcile()
                 self.drain()
@@ -300,7 +310,9 @@ class Poster:
         """Quote, check the cap, sign, persist, broadcast. False: stop draining (fee cap)."""
         if not ops:
             return True
-        calldata = evm.post_batch_calldata(batch_id, [o.key for o in ops], [o.payload_bytes() for o in ops])
+        calldata = evm.post_batch_calldata(
+            self.outbox, batch_id, [o.id for o in ops], [o.key for o in ops], [o.payload_bytes() for o in ops]
+        )
         nonce = self.next_nonce()
         quote = evm.quote_fees(
             self.w3,
@@ -486,7 +498,14 @@ class Poster:
         if evm.block_hash_at(self.w3, number) != block_hash:
             self.on_reorg(batch, f"block {number} changed hash")
             return
+        unposted = self.skipped_unposted(batch, rcpt)
         with self.conn.transaction():
+            if unposted:
+                self.conn.execute(
+                    "update l2_operations set status = 'failed', error = %s, updated_at = now()"
+                    " where id = any(%s) and batch_id = %s and status <> 'confirmed'",
+                    (UNPOSTED_ERROR, list(unposted), batch.id),
+                )
             row = self.conn.execute(
                 "update l2_batches set status = 'confirmed', confirmations = %s, confirmed_at = now(),"
                 " updated_at = now() where id = %s and status = 'mined'"
@@ -495,18 +514,58 @@ class Poster:
             ).fetchone()
             self.conn.execute(
                 "update l2_operations set status = 'confirmed', confirmed_at = now(), updated_at = now()"
-                " where batch_id = %s",
+                " where batch_id = %s and status <> 'failed'",
                 (batch.id,),
             )
         crashpoint("confirmed")
         if row:
             ops, gas, price, l1, tx_hash = row
-            self.report.ops_posted += int(ops)
+            if unposted:
+                self.report.failed += len(unposted)
+                self.report.problems.append(
+                    f"{self.chain}: batch {batch.id}: {len(unposted)} operation(s) failed: {UNPOSTED_ERROR}"
+                )
+            self.report.ops_posted += int(ops) - len(unposted)
             self.report.batches += 1
             self.report.gas_used += int(gas)
             self.report.l2_fee_wei += int(gas) * int(price)
             self.report.l1_fee_wei += int(l1 or 0)
             self.report.batch_hashes.append(str(tx_hash))
+
+    def skipped_unposted(self, batch: Batch, rcpt: dict[str, Any]) -> set[int]:
+        """Ids of the batch's operations the contract skipped although no OperationPosted of their opKey
+        exists anywhere on chain: their (namespace, id) bit was set by another operation, which only
+        happens if the outbox reused ids (a database reset or restored from an old backup while the
+        contract kept its state). Such an operation is NOT posted; it must fail loudly, never be
+        confirmed. The common case (every operation has its event in this receipt) costs no call."""
+        topic = evm.OPERATION_POSTED_TOPIC
+        contract = self.contract.lower()
+        in_receipt = {
+            str(log["topics"][1])
+            for log in rcpt.get("logs") or []
+            if str(log.get("address", "")).lower() == contract and log["topics"] and log["topics"][0] == topic
+        }
+        if len(in_receipt) >= batch.op_count:
+            return set()
+        rows = self.conn.execute(
+            "select id, key from l2_operations where batch_id = %s", (batch.id,)
+        ).fetchall()
+        unposted: set[int] = set()
+        for op_id, key in rows:
+            op_topic = "0x" + evm.op_key(str(key)).hex()
+            if op_topic in in_receipt:
+                continue
+            if not evm.logs_of_op_key(self.w3, self.contract, op_topic):
+                unposted.add(int(op_id))
+        if unposted:
+            self.log.error(
+                "%s: batch %d: %d operation(s) skipped by the contract but never posted: %s",
+                self.chain,
+                batch.id,
+                len(unposted),
+                UNPOSTED_ERROR,
+            )
+        return unposted
 
     def on_reorg(self, batch: Batch, why: str) -> None:
         """The receipt is gone or its block changed: the same signed bytes go out again (same nonce,

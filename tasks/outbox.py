@@ -80,6 +80,14 @@ def ensure_schema(conn: Any) -> None:
     migrate(conn)
 
 
+def outbox_namespace(conn: Any) -> int:
+    """The random namespace of this outbox's operation ids on chain (drawn once by migration 3)."""
+    row = conn.execute("select namespace from l2_outbox").fetchone()
+    if row is None:
+        raise RuntimeError("l2_outbox has no namespace row: run `scaleops db migrate`")
+    return int(row[0])
+
+
 def add_operations(conn: Any, chain: str, ops: Iterable[NewOp], chunk: int = 1000) -> tuple[int, int]:
     """Insert operations; a key that exists already is left alone. Returns (added, already there)."""
     added = existing = 0

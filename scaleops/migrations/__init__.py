@@ -98,9 +98,23 @@ alter table l2_batch_txs alter column max_fee_per_gas drop not null;
 alter table l2_batch_txs alter column max_priority_fee_per_gas drop not null;
 """
 
+OUTBOX_NAMESPACE = """
+-- The contract dedupes an operation on (namespace, l2_operations.id): ids are unique per key and never
+-- reused inside one outbox database, and this random 60-bit namespace, drawn once here, keeps two outbox
+-- databases posting to one contract apart. It travels with a dump/restore of the database, as it must.
+create table l2_outbox (
+    singleton boolean primary key default true check (singleton),
+    namespace bigint not null check (namespace > 0),
+    created_at timestamptz not null default now()
+);
+insert into l2_outbox (namespace)
+    select greatest(1, ('x' || lpad(substr(md5(gen_random_uuid()::text), 1, 15), 16, '0'))::bit(64)::bigint);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
     Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
+    Migration(3, "l2 outbox: namespace of its operation ids on chain", OUTBOX_NAMESPACE),
 )
 
 

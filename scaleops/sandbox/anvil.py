@@ -27,6 +27,13 @@ def artifact(name: str) -> dict[str, Any]:
     return dict(json.loads((ARTIFACTS / f"{name}.json").read_text()))
 
 
+def operation_log_build() -> str:
+    """Fingerprint of the OperationLog creation code: a sandbox redeploys when the artifact changes."""
+    from eth_utils import keccak
+
+    return "0x" + keccak(text=artifact("OperationLog")["bytecode"]).hex()
+
+
 def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float = 5) -> Any:
     import httpx
 
@@ -105,9 +112,16 @@ class Anvil(Service):
         if int(self.call("eth_getBalance", [signer, "latest"]), 16) < FUNDING_WEI // 2:
             self.call("anvil_setBalance", [signer, hex(FUNDING_WEI)])
         deployed = self.contract_address()
-        if deployed and self.call("eth_getCode", [deployed, "latest"]) not in ("0x", "0x0", None):
+        built = self.sb.state.get("anvil_contract_builds", {}).get(self.name)
+        if (
+            deployed
+            and built == operation_log_build()
+            and self.call("eth_getCode", [deployed, "latest"]) not in ("0x", "0x0", None)
+        ):
             return
+        # first start, a chain that lost its state, or a changed contract: deploy the current artifact
         self.sb.state.setdefault("anvil_contracts", {})[self.name] = self.deploy_operation_log()
+        self.sb.state.setdefault("anvil_contract_builds", {})[self.name] = operation_log_build()
         self.sb.save()
 
     def deploy_operation_log(self) -> str:

@@ -54,9 +54,22 @@ def test_payload_bytes_are_canonical() -> None:
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_calldata_size_is_the_encoded_size(payloads: list[bytes]) -> None:
     keys = [f"key-{i}" for i in range(len(payloads))]
-    encoded = evm.post_batch_calldata(7, keys, payloads)
+    encoded = evm.post_batch_calldata(2**60 - 1, 7, list(range(250, 250 + len(payloads))), keys, payloads)
     assert evm.calldata_size([len(p) for p in payloads]) == len(encoded)
     assert encoded[:4] == evm.POST_BATCH
+
+
+def test_post_batch_calldata_carries_namespace_ids_and_op_keys() -> None:
+    from eth_abi import decode
+
+    encoded = evm.post_batch_calldata(5, 9, [255, 256], ["a", "b"], [b"x", b"yz"])
+    outbox, batch, ids, op_keys, payloads = decode(
+        ["uint64", "uint64", "uint64[]", "bytes32[]", "bytes[]"], encoded[4:]
+    )
+    assert (outbox, batch, list(ids)) == (5, 9, [255, 256])
+    assert list(op_keys) == [evm.op_key("a"), evm.op_key("b")] and list(payloads) == [b"x", b"yz"]
+    with pytest.raises(ValueError, match="differ in length"):
+        evm.post_batch_calldata(5, 9, [1], ["a", "b"], [b"x", b"y"])
 
 
 def test_chain_settings_from_env_and_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +127,6 @@ def test_committed_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
         ("uint64", True),
         ("bytes", False),
     ]
+    functions = {e["name"]: [i["type"] for i in e["inputs"]] for e in abi if e.get("type") == "function"}
+    assert functions["postBatch"] == ["uint64", "uint64", "uint64[]", "bytes32[]", "bytes[]"]
+    assert functions["isPosted"] == ["uint64", "uint64"]

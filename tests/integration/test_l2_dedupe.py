@@ -1,0 +1,155 @@
+"""The contract's dedupe by (outbox namespace, operation id) in a bitmap: a re-post of operations posted
+before emits nothing for them, ids across a 256-id word boundary work, and an outbox that reuses ids
+(reset or restored while the contract kept its state) fails those operations loudly instead of
+confirming operations the contract skipped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scaleops.settings import Settings, load_settings
+from tasks import evm
+from tasks.outbox import canonical_json
+from tests.integration.l2_helpers import (
+    add_ops,
+    drop_database,
+    evm_w3,
+    fresh_database,
+    head,
+    onchain,
+    post,
+    query,
+    scratch_outbox,
+)
+
+pytestmark = pytest.mark.integration
+CHAIN = "optimism"
+
+
+@pytest.fixture
+def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    yield from scratch_outbox(sandbox_env, monkeypatch)
+
+
+def namespace(settings: Settings) -> int:
+    return int(query(settings, "select namespace from l2_outbox")[0][0])
+
+
+def outbox_ops(settings: Settings) -> list[tuple[int, str, bytes]]:
+    """(id, key, on-chain payload) of every operation, by id."""
+    rows = query(settings, "select id, key, kind, payload from l2_operations order by id")
+    return [(int(i), str(k), canonical_json({"k": kind, "p": p})) for i, k, kind, p in rows]
+
+
+def direct_post(settings: Settings, outbox: int, batch_id: int, ops: list[tuple[int, str, bytes]]) -> Any:
+    """Sign and send postBatch with the signer, outside the poster (an operator re-sending an old batch);
+    return the receipt."""
+    cfg = settings.chains[CHAIN]
+    w3 = evm_w3(settings, CHAIN)
+    signer, contract = str(cfg.signer_address), str(cfg.contract)
+    calldata = evm.post_batch_calldata(
+        outbox, batch_id, [o[0] for o in ops], [o[1] for o in ops], [o[2] for o in ops]
+    )
+    nonce = evm.nonce_at(w3, signer, "pending")
+    quote = evm.quote_fees(w3, cfg.kind, signer, contract, calldata, cfg.chain_id, nonce, 10**6)
+    fields = evm.tx_fields(
+        cfg.chain_id, nonce, contract, calldata, quote.gas_limit, quote.max_fee_per_gas,
+        quote.max_priority_fee_per_gas,
+    )  # fmt: skip
+    raw, tx_hash = evm.sign(fields, cfg.signer_key.get_secret_value())  # type: ignore[union-attr]
+    assert evm.send_raw(w3, raw) == "sent"
+    for _ in range(200):
+        found = evm.receipt(w3, tx_hash)
+        if found:
+            assert int(found["status"], 16) == 1
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{tx_hash} was not mined")
+
+
+def posted_topics(rcpt: Any) -> list[str]:
+    return [str(log["topics"][1]) for log in rcpt["logs"] if log["topics"][0] == evm.OPERATION_POSTED_TOPIC]
+
+
+def test_a_rebroadcast_of_posted_operations_emits_nothing_for_them(outbox_db: str) -> None:
+    settings = load_settings()
+    keys = add_ops(settings, CHAIN, 6)
+    start = head(settings, CHAIN)
+    report = post(max_batch_ops=3)
+    assert report.problems == [] and report.ops_posted == 6
+    ops, outbox = outbox_ops(settings), namespace(settings)
+    w3, contract = evm_w3(settings, CHAIN), str(settings.chains[CHAIN].contract)
+    assert all(evm.is_posted(w3, contract, outbox, op_id) for op_id, _k, _p in ops)
+    # an old batch re-sent as it was (its ids, keys, payloads), plus one repeated inside the call
+    again = direct_post(settings, outbox, 1, ops[:3] + [ops[0]])
+    assert posted_topics(again) == []
+    # ids already posted are skipped even beside one that is new (same namespace, an id never used)
+    fresh_id = ops[-1][0] + 1
+    assert not evm.is_posted(w3, contract, outbox, fresh_id)
+    mixed = direct_post(settings, outbox, 2, [*ops[3:], (fresh_id, "direct-" + keys[0], b"{}")])
+    assert posted_topics(mixed) == ["0x" + evm.op_key("direct-" + keys[0]).hex()]
+    assert evm.is_posted(w3, contract, outbox, fresh_id)
+    seen = onchain(settings, CHAIN, keys, start)
+    assert set(seen) == set(keys) and set(seen.values()) == {1}
+
+
+def test_ids_across_a_256_boundary(outbox_db: str) -> None:
+    settings = load_settings()
+    add_ops(settings, CHAIN, 0)
+    query(settings, "select setval('l2_operations_id_seq', 250)")
+    keys = add_ops(settings, CHAIN, 12)  # ids 251..262: words 0 and 1 of the bitmap
+    start = head(settings, CHAIN)
+    ops, outbox = outbox_ops(settings), namespace(settings)
+    assert [o[0] for o in ops] == list(range(251, 263))
+    report = post(max_batch_ops=5)  # batches 251-255 | 256-260 | 261-262, and one wholly across
+    assert report.problems == [] and report.ops_posted == 12
+    seen = onchain(settings, CHAIN, keys, start)
+    assert set(seen) == set(keys) and set(seen.values()) == {1}
+    w3, contract = evm_w3(settings, CHAIN), str(settings.chains[CHAIN].contract)
+    assert all(evm.is_posted(w3, contract, outbox, i) for i in range(251, 263))
+    assert not any(evm.is_posted(w3, contract, outbox, i) for i in (250, 263, 511, 512))
+    # one call that goes back and forth across the boundary posts nothing again
+    assert posted_topics(direct_post(settings, outbox, 9, [ops[5], ops[4], ops[11], ops[0]])) == []
+    assert statuses(settings) == {"confirmed": 12}
+
+
+def statuses(settings: Settings) -> dict[str, int]:
+    rows = query(settings, "select status, count(*) from l2_operations group by 1")
+    return {str(s): int(n) for s, n in rows}
+
+
+def test_an_outbox_reusing_ids_fails_those_operations_loudly(
+    sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two outbox databases with one namespace (a database restored from an old backup is the real case):
+    the second one's ids were posted by the first, so the contract skips its operations. They must end
+    `failed` with the reason, never `confirmed`."""
+    base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
+    first, first_dsn = fresh_database(base)
+    second, second_dsn = fresh_database(base)
+    try:
+        monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", first_dsn)
+        settings = load_settings()
+        first_keys = add_ops(settings, CHAIN, 3)
+        assert post().ops_posted == 3
+        shared = namespace(settings)
+        monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", second_dsn)
+        settings = load_settings()
+        add_ops(settings, CHAIN, 0)
+        query(settings, "update l2_outbox set namespace = %s returning namespace", shared)
+        second_keys = add_ops(settings, CHAIN, 4)  # ids 1..3 collide, id 4 is new
+        start = head(settings, CHAIN) + 1  # the first outbox's posts are in blocks before
+        report = post()
+        assert report.failed == 3 and report.ops_posted == 1
+        assert any("outbox id was used before" in p for p in report.problems), report.problems
+        rows = dict(query(settings, "select key, status from l2_operations"))
+        assert [rows[k] for k in second_keys] == ["failed", "failed", "failed", "confirmed"]
+        seen = onchain(settings, CHAIN, first_keys + second_keys, start)
+        assert dict(seen) == {second_keys[3]: 1}
+    finally:
+        drop_database(base, first)
+        drop_database(base, second)
