@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from scaleops.settings import ChainSettings
 from tasks import evm
 from tasks.l2fees import bumped, eip1559_fees
-from tasks.outbox import Op, outbox_namespace
+from tasks.outbox import Op, fail_unpostable, outbox_namespace
 
 CRASH_ENV = "SCALEOPS_L2_CRASH_AT"
 CRASH_STEPS = ("batched", "signed", "sent", "broadcast", "mined", "confirmed", "replaced")
@@ -260,17 +260,7 @@ class Poster:
                 packed.append(op)
                 sizes.append(size)
                 total = grown
-            for op_id, reason in too_big:
-                self.conn.execute(
-                    "update l2_operations set status = 'failed', error = %s, updated_at = now()"
-                    " where id = %s",
-                    (reason, op_id),
-                )
-            if too_big:
-                self.report.failed += len(too_big)
-                self.report.problems.append(
-                    f"{self.chain}: {len(too_big)} operation(s) failed: {too_big[0][1]}"
-                )
+            fail_unpostable(self.conn, self.report, self.chain, too_big)
             if not packed:
                 return (0, []) if too_big else None
             batch_id = self.conn.execute(

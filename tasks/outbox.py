@@ -142,3 +142,16 @@ def outbox_status(conn: Any, chain: str | None = None, now: datetime | None = No
     if chain and chain not in out:
         out[chain] = {"counts": dict.fromkeys(OP_STATUSES, 0), "oldest_pending_age_seconds": None}
     return out
+
+
+def fail_unpostable(conn: Any, report: Any, chain: str, failures: list[tuple[int, str]]) -> None:
+    """Operations no batch can ever carry (too big, unsupported kind): failed with their reason, counted
+    in the chain's report and named in its problems. The caller holds the transaction."""
+    for op_id, reason in failures:
+        conn.execute(
+            "update l2_operations set status = 'failed', error = %s, updated_at = now() where id = %s",
+            (reason, op_id),
+        )
+    if failures:
+        report.failed += len(failures)
+        report.problems.append(f"{chain}: {len(failures)} operation(s) failed: {failures[0][1]}")

@@ -17,7 +17,7 @@ from typing import Any
 from scaleops.settings import ChainSettings
 from tasks import solana
 from tasks.l2_posting import ChainReport, PostingError, PostOptions, crashpoint, lock_key
-from tasks.outbox import Op
+from tasks.outbox import Op, fail_unpostable
 
 MIN_CU_PRICE = 1  # micro-lamports per compute unit
 REBROADCAST_AFTER_SECONDS = 2.0
@@ -167,17 +167,7 @@ class SolanaPoster:
                     break
                 packed.append(op)
                 instructions.append(ix)
-            for op_id, reason in failed:
-                self.conn.execute(
-                    "update l2_operations set status = 'failed', error = %s, updated_at = now() where id ="
-                    " %s",
-                    (reason, op_id),
-                )
-            if failed:
-                self.report.failed += len(failed)
-                self.report.problems.append(
-                    f"{self.chain}: {len(failed)} operation(s) failed: {failed[0][1]}"
-                )
+            fail_unpostable(self.conn, self.report, self.chain, failed)
             if not packed:
                 return (0, [])
             batch_id = self.conn.execute(
