@@ -377,20 +377,25 @@ class Poster:
         is not in the pool and cannot be mined as it is, so the batch fails, its nonce is free again and
         its operations go back to pending (should the refused bytes ever land after all, the contract
         skips the operations they carry a second time)."""
+        self.requeue(batch_id, f"rejected by the node: {reason}")
+        self.report.problems.append(
+            f"{self.chain}: batch {batch_id} at nonce {nonce} was rejected by the node ({reason}); "
+            "its operations are pending again"
+        )
+
+    def requeue(self, batch_id: int, reason: str) -> None:
+        """The batch failed as a whole and none of its transactions can land: its operations go back
+        to pending, to be posted in a later batch."""
         with self.conn.transaction():
             self.conn.execute(
                 "update l2_batches set status = 'failed', error = %s, updated_at = now() where id = %s",
-                (f"rejected by the node: {reason}", batch_id),
+                (reason, batch_id),
             )
             self.conn.execute(
                 "update l2_operations set status = 'pending', batch_id = null, updated_at = now()"
                 " where batch_id = %s",
                 (batch_id,),
             )
-        self.report.problems.append(
-            f"{self.chain}: batch {batch_id} at nonce {nonce} was rejected by the node ({reason}); "
-            "its operations are pending again"
-        )
 
     def broadcast(self, batch_id: int, raw: bytes, nonce: int) -> bool:
         """Send the signed bytes; False when the node rejects them outright (see `rejected`)."""
@@ -576,16 +581,7 @@ class Poster:
         """Our nonce was used by a transaction that is not ours (the signer key is used elsewhere):
         none of this batch's transactions can land any more; its operations go back to pending."""
         reason = f"nonce {batch.nonce} was used by another transaction of {self.signer}"
-        with self.conn.transaction():
-            self.conn.execute(
-                "update l2_batches set status = 'failed', error = %s, updated_at = now() where id = %s",
-                (reason, batch.id),
-            )
-            self.conn.execute(
-                "update l2_operations set status = 'pending', batch_id = null, updated_at = now()"
-                " where batch_id = %s",
-                (batch.id,),
-            )
+        self.requeue(batch.id, reason)
         self.report.problems.append(
             f"{self.chain}: batch {batch.id}: {reason}; its operations are pending again"
         )
