@@ -7,7 +7,7 @@ Prints gas per operation, L1 data bytes per operation (signed bytes, and FastLZ-
 Fjord prices them), fee per operation, and operations per second from outbox to confirmed.
 
     .venv/bin/python -m bench l2_batch_posting            # needs `scaleops sandbox up`
-    .venv/bin/python -m bench.l2_batch_posting --ops 1000 --batch-ops 200
+    .venv/bin/python -m bench.l2_batch_posting --ops 1000 --batch-ops 200 --solana-ops 0
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def drop_db(base: str, name: str) -> None:
         conn.execute(f"drop database if exists {name} with (force)")
 
 
-def run_mode(base_dsn: str, chain: str, ops: int, batch_ops: int) -> dict[str, Any]:
+def run_mode(base_dsn: str, chain: str, ops: int, batch_ops: int | None) -> dict[str, Any]:
     import psycopg
 
     name, dsn = scratch_db(base_dsn)
@@ -132,7 +132,9 @@ def print_table(title: str, left: str, a: dict[str, Any], b: dict[str, Any], row
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.l2_batch_posting")
     parser.add_argument("--ops", type=int, default=1000)
-    parser.add_argument("--batch-ops", type=int, default=200)
+    parser.add_argument(
+        "--batch-ops", type=int, default=None, help="ops per batch (default: the chain's MAX_BATCH_OPS)"
+    )
     parser.add_argument("--chain", default="optimism")
     parser.add_argument("--solana-ops", type=int, default=500)
     args = parser.parse_args(argv)
@@ -157,7 +159,8 @@ def main(argv: list[str]) -> int:
         ("ops/s outbox -> confirmed", "ops_per_s", "{:,.0f}", True),
         ("outbox add ops/s", "add_ops_per_s", "{:,.0f}", True),
     ]
-    print_table(f"EVM ({args.chain})", f"batched (<= {args.batch_ops}/tx)", batched, single, rows)
+    per_batch = args.batch_ops or load_settings().chains[args.chain].max_batch_ops
+    print_table(f"EVM ({args.chain})", f"batched (<= {per_batch}/tx)", batched, single, rows)
     if args.solana_ops:
         print(f"\n{args.solana_ops} memo operations on Solana (LiteSVM RPC), outbox -> confirmed", flush=True)
         packed = run_solana_mode(base, args.solana_ops, 64)

@@ -19,7 +19,9 @@ from tasks.l2fees import eip1559_fees
 
 GAS_PRICE_ORACLE = "0x420000000000000000000000000000000000000F"
 NODE_INTERFACE = "0x00000000000000000000000000000000000000C8"
-POST_BATCH = keccak(text="postBatch(uint64,uint64,uint64[],bytes32[],bytes[])")[:4]
+POST_BATCH = keccak(text="postBatch(uint64,uint64,bytes)")[:4]
+OP_HEADER_BYTES = 42  # a packed operation's id (8), opKey (32) and payload length (2)
+MAX_PAYLOAD_BYTES = 2**16 - 1  # the length is a uint16
 IS_POSTED = keccak(text="isPosted(uint64,uint64)")[:4]
 OPERATION_POSTED_TOPIC = "0x" + keccak(text="OperationPosted(bytes32,uint64,bytes)").hex()
 GET_L1_FEE = keccak(text="getL1Fee(bytes)")[:4]
@@ -46,27 +48,53 @@ def op_key(key: str) -> bytes:
     return keccak(text=key)
 
 
+def pack_operations(ids: Sequence[int], keys: Sequence[str], payloads: Sequence[bytes]) -> bytes:
+    """The `ops` argument of postBatch: per operation `id (8) | opKey (32) | length (2) | payload`,
+    big-endian, back to back (see contracts/OperationLog.sol)."""
+    if not len(ids) == len(keys) == len(payloads):
+        raise ValueError("postBatch: ids, keys and payloads differ in length")
+    parts: list[bytes] = []
+    for op_id, key, payload in zip(ids, keys, payloads, strict=True):
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"postBatch: payload of operation {op_id} is over {MAX_PAYLOAD_BYTES} bytes")
+        parts += (op_id.to_bytes(8, "big"), op_key(key), len(payload).to_bytes(2, "big"), payload)
+    return b"".join(parts)
+
+
+def unpack_operations(ops: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(id, opKey, payload) of each packed operation: the inverse of pack_operations."""
+    out: list[tuple[int, bytes, bytes]] = []
+    at = 0
+    while at < len(ops):
+        if len(ops) - at < OP_HEADER_BYTES:
+            raise ValueError(f"packed operations end inside the header at byte {at}")
+        length = int.from_bytes(ops[at + 40 : at + 42], "big")
+        end = at + OP_HEADER_BYTES + length
+        if end > len(ops):
+            raise ValueError(f"packed operations end inside the payload at byte {at}")
+        out.append((int.from_bytes(ops[at : at + 8], "big"), ops[at + 8 : at + 40], ops[at + 42 : end]))
+        at = end
+    return out
+
+
 def post_batch_calldata(
     outbox: int, batch_id: int, ids: Sequence[int], keys: Sequence[str], payloads: Sequence[bytes]
 ) -> bytes:
-    """postBatch(outbox, batchId, ids, opKeys, payloads). The contract dedupes on (outbox, id): the
-    outbox's random namespace and the operations' row ids there (one id per key, never reused)."""
-    if not len(ids) == len(keys) == len(payloads):
-        raise ValueError("postBatch: ids, keys and payloads differ in length")
-    return POST_BATCH + encode(
-        ["uint64", "uint64", "uint64[]", "bytes32[]", "bytes[]"],
-        [outbox, batch_id, list(ids), [op_key(k) for k in keys], list(payloads)],
-    )
+    """postBatch(outbox, batchId, ops). The contract dedupes on (outbox, id): the outbox's random
+    namespace and the operations' row ids there (one id per key, never reused)."""
+    packed = pack_operations(ids, keys, payloads)
+    return POST_BATCH + encode(["uint64", "uint64", "bytes"], [outbox, batch_id, packed])
 
 
 def calldata_size(payload_sizes: Sequence[int]) -> int:
-    """Exact ABI size of postBatch(outbox, batchId, ids, opKeys, payloads) without encoding it."""
-    n = len(payload_sizes)
-    head = 4 + 5 * 32
-    ids = 32 + 32 * n
-    keys = 32 + 32 * n
-    payloads = 32 + 32 * n + sum(32 + -(-size // 32) * 32 for size in payload_sizes)
-    return head + ids + keys + payloads
+    """Exact ABI size of postBatch(outbox, batchId, ops) without encoding it: the selector, three head
+    words, the length word and the packed operations padded to a whole word."""
+    return calldata_bytes(sum(OP_HEADER_BYTES + size for size in payload_sizes))
+
+
+def calldata_bytes(packed_bytes: int) -> int:
+    """postBatch call data size for `packed_bytes` of packed operations."""
+    return 4 + 4 * 32 + -(-packed_bytes // 32) * 32
 
 
 def is_posted(w3: Any, contract: str, outbox: int, op_id: int) -> bool:
@@ -230,6 +258,12 @@ def head(w3: Any) -> int:
 def block_hash_at(w3: Any, number: int) -> str | None:
     block = rpc(w3, "eth_getBlockByNumber", [hex(number), False])
     return str(block["hash"]) if block else None
+
+
+def posted_payload(log: dict[str, Any]) -> bytes:
+    """The payload an OperationPosted log carries (its data is the ABI encoding of `bytes payload`)."""
+    data = log["data"]
+    return bytes(decode(["bytes"], bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data))[0])
 
 
 def posted_operations(w3: Any, contract: str, from_block: int = 0) -> list[tuple[str, int, str]]:

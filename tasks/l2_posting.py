@@ -239,34 +239,31 @@ class Poster:
                 return None
             ops = [Op(r[0], r[1], r[2], r[3]) for r in rows]
             packed: list[Op] = []
-            sizes: list[int] = []
-            total = evm.calldata_size([])
+            packed_bytes = 0  # the packed operations' bytes in postBatch's `ops`
             too_big: list[tuple[int, str]] = []
             for op in ops:
                 size = len(op.payload_bytes())
                 alone = evm.calldata_size([size])
                 if alone > self.cfg.max_batch_bytes:
-                    too_big.append(
-                        (
-                            op.id,
-                            f"payload does not fit: {alone} calldata bytes > MAX_BATCH_BYTES "
-                            f"{self.cfg.max_batch_bytes}",
-                        )
-                    )
+                    reason = f"{alone} calldata bytes > MAX_BATCH_BYTES {self.cfg.max_batch_bytes}"
+                    too_big.append((op.id, f"payload does not fit: {reason}"))
                     continue
-                grown = total + alone - evm.calldata_size([])  # each op adds a fixed share
-                if grown > self.cfg.max_batch_bytes:
+                if size > evm.MAX_PAYLOAD_BYTES:
+                    reason = f"{size} bytes > {evm.MAX_PAYLOAD_BYTES} per operation"
+                    too_big.append((op.id, f"payload does not fit: {reason}"))
+                    continue
+                grown = packed_bytes + evm.OP_HEADER_BYTES + size
+                if evm.calldata_bytes(grown) > self.cfg.max_batch_bytes:
                     break
                 packed.append(op)
-                sizes.append(size)
-                total = grown
+                packed_bytes = grown
             fail_unpostable(self.conn, self.report, self.chain, too_big)
             if not packed:
                 return (0, []) if too_big else None
             batch_id = self.conn.execute(
                 "insert into l2_batches (chain, signer, status, op_count, calldata_bytes)"
                 " values (%s, %s, 'batched', %s, %s) returning id",
-                (self.chain, self.signer, len(packed), evm.calldata_size(sizes)),
+                (self.chain, self.signer, len(packed), evm.calldata_bytes(packed_bytes)),
             ).fetchone()[0]
             self.conn.execute(
                 "update l2_operations set status = 'batched', batch_id = %s, updated_at = now()"

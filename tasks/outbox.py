@@ -20,6 +20,8 @@ KEY_MAX = 256
 KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 OP_STATUSES = ("pending", "batched", "signed", "broadcast", "confirmed", "failed")
 LIVE_BATCH = ("signed", "broadcast", "mined")
+ANCHOR_KIND = "anchor"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class OutboxInputError(ValueError):
@@ -41,8 +43,33 @@ class Op:
     payload: Any
 
     def payload_bytes(self) -> bytes:
-        """What goes on chain: canonical JSON of kind and payload (stable across runs and hosts)."""
-        return canonical_json({"k": self.kind, "p": self.payload})
+        """What goes on chain as the OperationPosted payload (see onchain_payload)."""
+        return onchain_payload(self.kind, self.payload)
+
+
+def onchain_payload(kind: str, payload: Any) -> bytes:
+    """The bytes an operation's OperationPosted event carries, as small as the meaning allows, since
+    every byte is paid for twice on a rollup (call data and log data):
+    - an anchor of a SHA-256 digest, `{"sha256": "<64 lowercase hex>"}`, is its raw 32-byte digest;
+    - anything else is the canonical JSON `{"k": kind, "p": payload}` (sorted keys, no spaces), with one
+      trailing space if it would be exactly 32 bytes long, so that length alone tells the two apart.
+    `decode_onchain_payload` is the inverse."""
+    if kind == ANCHOR_KIND and isinstance(payload, dict) and payload.keys() == {"sha256"}:
+        digest = payload["sha256"]
+        if isinstance(digest, str) and SHA256_HEX.fullmatch(digest):
+            return bytes.fromhex(digest)
+    data = canonical_json({"k": kind, "p": payload})
+    return data + b" " if len(data) == 32 else data
+
+
+def decode_onchain_payload(data: bytes) -> tuple[str, Any]:
+    """(kind, payload) of an OperationPosted payload written by onchain_payload."""
+    if len(data) == 32:
+        return ANCHOR_KIND, {"sha256": data.hex()}
+    value = json.loads(data)
+    if not isinstance(value, dict) or value.keys() != {"k", "p"}:
+        raise ValueError("not an OperationPosted payload: expected 32 bytes or JSON {k, p}")
+    return str(value["k"]), value["p"]
 
 
 def canonical_json(value: Any) -> bytes:

@@ -1,7 +1,8 @@
-"""The contract's dedupe by (outbox namespace, operation id) in a bitmap: a re-post of operations posted
-before emits nothing for them, ids across a 256-id word boundary work, and an outbox that reuses ids
-(reset or restored while the contract kept its state) fails those operations loudly instead of
-confirming operations the contract skipped."""
+"""The contract on the sandbox's anvil: its dedupe by (outbox namespace, operation id) in a bitmap (a
+re-post of operations posted before emits nothing for them, ids across a 256-id word boundary work, and
+an outbox that reuses ids (reset or restored while the contract kept its state) fails those operations
+loudly instead of confirming operations the contract skipped); the packed call data (every payload comes
+back from the logs as the outbox holds it, malformed packing reverts, only the poster posts)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from scaleops.settings import Settings, load_settings
 from tasks import evm
-from tasks.outbox import canonical_json
+from tasks.outbox import NewOp, add_operations, decode_onchain_payload, onchain_payload
 from tests.integration.l2_helpers import (
     add_ops,
     drop_database,
@@ -42,7 +43,7 @@ def namespace(settings: Settings) -> int:
 def outbox_ops(settings: Settings) -> list[tuple[int, str, bytes]]:
     """(id, key, on-chain payload) of every operation, by id."""
     rows = query(settings, "select id, key, kind, payload from l2_operations order by id")
-    return [(int(i), str(k), canonical_json({"k": kind, "p": p})) for i, k, kind, p in rows]
+    return [(int(i), str(k), onchain_payload(kind, p)) for i, k, kind, p in rows]
 
 
 def direct_post(settings: Settings, outbox: int, batch_id: int, ops: list[tuple[int, str, bytes]]) -> Any:
@@ -153,3 +154,78 @@ def test_an_outbox_reusing_ids_fails_those_operations_loudly(
     finally:
         drop_database(base, first)
         drop_database(base, second)
+
+
+def test_every_payload_comes_back_from_the_chain_as_the_outbox_holds_it(outbox_db: str) -> None:
+    import psycopg
+
+    settings = load_settings()
+    memo32 = "x" * 13  # canonical JSON {"k":"memo","p":"xxxxxxxxxxxxx"} is exactly 32 bytes
+    new = [
+        NewOp("payload-anchor", "anchor", {"sha256": "ab" * 32}),
+        NewOp("payload-anchor-upper", "anchor", {"sha256": "AB" * 32}),
+        NewOp("payload-memo32", "memo", memo32),
+        NewOp("payload-payout", "payout", {"to": "0x" + "11" * 20, "amount": "1000000000000000000"}),
+        NewOp("payload-unicode", "attest", {"note": "zürich ✓", "n": [1, 2.5, None, True]}),
+        NewOp("payload-big", "attest", {"blob": "z" * 5000}),
+    ]
+    with psycopg.connect(settings.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+        ensure_schema_and_add(conn, new)
+    start = head(settings, CHAIN)
+    report = post(max_batch_ops=4)
+    assert report.problems == [] and report.ops_posted == len(new)
+    w3, contract = evm_w3(settings, CHAIN), str(settings.chains[CHAIN].contract)
+    query_logs = {"address": contract, "fromBlock": hex(start), "topics": [evm.OPERATION_POSTED_TOPIC]}
+    logs = evm.rpc(w3, "eth_getLogs", [query_logs])
+    by_topic = {str(log["topics"][1]): evm.posted_payload(log) for log in logs}
+    assert len(onchain_payload("memo", memo32)) == 33 and len(by_topic[topic("payload-anchor")]) == 32
+    for op in new:
+        assert decode_onchain_payload(by_topic[topic(op.key)]) == (op.kind, op.payload), op.key
+
+
+def ensure_schema_and_add(conn: Any, new: list[NewOp]) -> None:
+    from tasks.outbox import ensure_schema
+
+    ensure_schema(conn)
+    assert add_operations(conn, CHAIN, new)[0] == len(new)
+
+
+def topic(key: str) -> str:
+    return "0x" + evm.op_key(key).hex()
+
+
+def call_post_batch(settings: Settings, sender: str, ops: bytes) -> dict[str, Any]:
+    """eth_call of postBatch(outbox 7, batch 1, ops) from `sender`: the node's raw answer."""
+    from eth_abi import encode
+
+    contract = str(settings.chains[CHAIN].contract)
+    data = evm.POST_BATCH + encode(["uint64", "uint64", "bytes"], [7, 1, ops])
+    w3 = evm_w3(settings, CHAIN)
+    answer: dict[str, Any] = w3.provider.make_request(
+        "eth_call", [{"from": sender, "to": contract, "data": "0x" + data.hex()}, "latest"]
+    )
+    return answer
+
+
+def revert_data(answer: dict[str, Any]) -> str:
+    assert "error" in answer, answer
+    return str(answer["error"].get("data") or "")
+
+
+def test_malformed_packing_reverts_and_only_the_poster_posts(sandbox_env: dict[str, str]) -> None:
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    settings = load_settings()
+    signer = str(settings.chains[CHAIN].signer_address)
+    good = evm.pack_operations([1, 2], ["a", "b"], [b"x", b"yz"])
+    ok = call_post_batch(settings, signer, good)
+    assert int(ok["result"], 16) == 2, ok  # both would be posted
+    assert int(call_post_batch(settings, signer, b"")["result"], 16) == 0
+    malformed = "0x" + keccak(text="MalformedOperations(uint256)")[:4].hex()
+    # the second operation's payload is cut short, then its header
+    for cut, offset in ((len(good) - 1, 43), (50, 43), (41, 0)):
+        data = revert_data(call_post_batch(settings, signer, good[:cut]))
+        assert data == malformed + encode(["uint256"], [offset]).hex(), (cut, data)
+    not_poster = "0x" + keccak(text="NotPoster()")[:4].hex()
+    assert revert_data(call_post_batch(settings, "0x" + "22" * 20, good)) == not_poster

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from scaleops.settings import ConfigError, load_settings
 from tasks import evm
 from tasks.l2_posting import Poster, PostingError, PostOptions
-from tasks.outbox import Op, OutboxInputError, canonical_json, parse_jsonl, validate_op
+from tasks.outbox import (
+    Op,
+    OutboxInputError,
+    canonical_json,
+    decode_onchain_payload,
+    onchain_payload,
+    parse_jsonl,
+    validate_op,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "0x" + "ab" * 32
@@ -50,6 +58,49 @@ def test_payload_bytes_are_canonical() -> None:
     )
 
 
+def test_an_anchor_of_a_sha256_goes_on_chain_as_its_32_raw_bytes() -> None:
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    assert onchain_payload("anchor", {"sha256": digest}) == bytes.fromhex(digest)
+    assert decode_onchain_payload(bytes.fromhex(digest)) == ("anchor", {"sha256": digest})
+    # anything that would not come back the same stays JSON: upper case, 0x, other kinds, more fields
+    for kind, payload in [
+        ("anchor", {"sha256": digest.upper()}),
+        ("anchor", {"sha256": "0x" + digest}),
+        ("memo", {"sha256": digest}),
+        ("anchor", {"sha256": digest, "uri": "ar://x"}),
+    ]:
+        data = onchain_payload(kind, payload)
+        assert data == canonical_json({"k": kind, "p": payload})
+        assert decode_onchain_payload(data) == (kind, payload)
+
+
+def test_json_of_exactly_32_bytes_gets_a_trailing_space() -> None:
+    payload = "x" * (32 - len(canonical_json({"k": "memo", "p": ""})))
+    assert len(canonical_json({"k": "memo", "p": payload})) == 32
+    data = onchain_payload("memo", payload)
+    assert data == canonical_json({"k": "memo", "p": payload}) + b" "
+    assert decode_onchain_payload(data) == ("memo", payload)
+    with pytest.raises(ValueError, match="JSON"):
+        decode_onchain_payload(b'{"kind": 1}')
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+DIGESTS = st.text() | st.binary(min_size=32, max_size=32).map(bytes.hex)
+PAYLOADS = JSON_VALUES | st.fixed_dictionaries({"sha256": DIGESTS})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["anchor", "memo", "payout"]), PAYLOADS)
+def test_onchain_payload_round_trips(kind: str, payload: object) -> None:
+    assert decode_onchain_payload(onchain_payload(kind, payload)) == (kind, payload)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_calldata_size_is_the_encoded_size(payloads: list[bytes]) -> None:
@@ -59,17 +110,26 @@ def test_calldata_size_is_the_encoded_size(payloads: list[bytes]) -> None:
     assert encoded[:4] == evm.POST_BATCH
 
 
-def test_post_batch_calldata_carries_namespace_ids_and_op_keys() -> None:
+def test_post_batch_calldata_packs_namespace_ids_op_keys_and_payloads() -> None:
     from eth_abi import decode
 
-    encoded = evm.post_batch_calldata(5, 9, [255, 256], ["a", "b"], [b"x", b"yz"])
-    outbox, batch, ids, op_keys, payloads = decode(
-        ["uint64", "uint64", "uint64[]", "bytes32[]", "bytes[]"], encoded[4:]
-    )
-    assert (outbox, batch, list(ids)) == (5, 9, [255, 256])
-    assert list(op_keys) == [evm.op_key("a"), evm.op_key("b")] and list(payloads) == [b"x", b"yz"]
+    encoded = evm.post_batch_calldata(5, 9, [255, 2**64 - 1], ["a", "b"], [b"x", b"yz" * 200])
+    outbox, batch, ops = decode(["uint64", "uint64", "bytes"], encoded[4:])
+    assert (outbox, batch) == (5, 9)
+    assert len(ops) == 2 * evm.OP_HEADER_BYTES + 1 + 400
+    assert ops[:8] == (255).to_bytes(8, "big") and ops[8:40] == evm.op_key("a") and ops[40:42] == b"\x00\x01"
+    assert evm.unpack_operations(ops) == [
+        (255, evm.op_key("a"), b"x"),
+        (2**64 - 1, evm.op_key("b"), b"yz" * 200),
+    ]
     with pytest.raises(ValueError, match="differ in length"):
         evm.post_batch_calldata(5, 9, [1], ["a", "b"], [b"x", b"y"])
+    with pytest.raises(ValueError, match="over 65535 bytes"):
+        evm.post_batch_calldata(5, 9, [1], ["a"], [b"x" * 65536])
+    with pytest.raises(ValueError, match="inside the payload at byte 0"):
+        evm.unpack_operations(ops[:-1][: evm.OP_HEADER_BYTES])
+    with pytest.raises(ValueError, match="inside the header at byte 43"):
+        evm.unpack_operations(ops[:50])
 
 
 def test_chain_settings_from_env_and_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,5 +188,5 @@ def test_committed_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
         ("bytes", False),
     ]
     functions = {e["name"]: [i["type"] for i in e["inputs"]] for e in abi if e.get("type") == "function"}
-    assert functions["postBatch"] == ["uint64", "uint64", "uint64[]", "bytes32[]", "bytes[]"]
+    assert functions["postBatch"] == ["uint64", "uint64", "bytes"]
     assert functions["isPosted"] == ["uint64", "uint64"]
