@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -98,3 +99,30 @@ def scratch_outbox(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", dsn)
     yield dsn
     drop_database(base, name)
+
+
+def assert_exactly_once(chain: str, keys: list[str], start_block: int, start_nonce: int) -> None:
+    settings = load_settings()
+    seen = onchain(settings, chain, keys, start_block)
+    assert set(seen) == set(keys), f"missing on chain: {sorted(set(keys) - set(seen))[:5]}"
+    assert set(seen.values()) == {1}, "an operation was recorded twice"
+    statuses = dict(query(settings, "select status, count(*) from l2_operations group by status"))
+    assert statuses == {"confirmed": len(keys)}
+    batches = query(settings, "select nonce from l2_batches where status = 'confirmed' order by nonce")
+    nonces = [int(n) for (n,) in batches]
+    end_nonce = signer_nonce(settings, chain)
+    # no gap and no wasted transaction: every nonce used since the start carried one confirmed batch
+    assert nonces == list(range(start_nonce, start_nonce + len(nonces)))
+    assert end_nonce == start_nonce + len(nonces)
+    assert signer_nonce(settings, chain, "pending") == end_nonce  # nothing left in the pool
+
+
+@contextmanager
+def mining_paused(chain: str) -> Iterator[None]:
+    settings = load_settings()
+    chain_rpc(settings, chain, "evm_setAutomine", [False])
+    try:
+        yield
+    finally:
+        chain_rpc(settings, chain, "evm_setAutomine", [True])
+        chain_rpc(settings, chain, "evm_mine")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -16,8 +15,10 @@ from scaleops.settings import load_settings
 from tasks.l2_posting import CRASH_ENV, CRASH_STEPS
 from tests.integration.l2_helpers import (
     add_ops,
+    assert_exactly_once,
     chain_rpc,
     head,
+    mining_paused,
     onchain,
     post,
     query,
@@ -32,22 +33,6 @@ pytestmark = pytest.mark.integration
 def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A scratch outbox database for this test (settings point at it)."""
     yield from scratch_outbox(sandbox_env, monkeypatch)
-
-
-def assert_exactly_once(chain: str, keys: list[str], start_block: int, start_nonce: int) -> None:
-    settings = load_settings()
-    seen = onchain(settings, chain, keys, start_block)
-    assert set(seen) == set(keys), f"missing on chain: {sorted(set(keys) - set(seen))[:5]}"
-    assert set(seen.values()) == {1}, "an operation was recorded twice"
-    statuses = dict(query(settings, "select status, count(*) from l2_operations group by status"))
-    assert statuses == {"confirmed": len(keys)}
-    batches = query(settings, "select nonce from l2_batches where status = 'confirmed' order by nonce")
-    nonces = [int(n) for (n,) in batches]
-    end_nonce = signer_nonce(settings, chain)
-    # no gap and no wasted transaction: every nonce used since the start carried one confirmed batch
-    assert nonces == list(range(start_nonce, start_nonce + len(nonces)))
-    assert end_nonce == start_nonce + len(nonces)
-    assert signer_nonce(settings, chain, "pending") == end_nonce  # nothing left in the pool
 
 
 def run_poster_subprocess(env: dict[str, str], **options: object) -> subprocess.CompletedProcess[str]:
@@ -76,17 +61,6 @@ def test_sigkill_at_each_step_then_rerun_posts_exactly_once(outbox_db: str, step
     assert report.pending == 0
     assert_exactly_once("optimism", keys, start_block, start_nonce)
     assert query(settings, "select count(*) from l2_batches where status = 'confirmed'")[0][0] == 3
-
-
-@contextmanager
-def mining_paused(chain: str) -> Iterator[None]:
-    settings = load_settings()
-    chain_rpc(settings, chain, "evm_setAutomine", [False])
-    try:
-        yield
-    finally:
-        chain_rpc(settings, chain, "evm_setAutomine", [True])
-        chain_rpc(settings, chain, "evm_mine")
 
 
 def test_stuck_transaction_is_replaced_at_the_same_nonce(outbox_db: str) -> None:

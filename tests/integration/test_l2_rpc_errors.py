@@ -14,8 +14,15 @@ import pytest
 
 from scaleops.retry import is_transient
 from scaleops.settings import load_settings
-from tests.integration.l2_helpers import add_ops, head, post, query, scratch_outbox, signer_nonce
-from tests.integration.test_l2_posting import assert_exactly_once
+from tests.integration.l2_helpers import (
+    add_ops,
+    assert_exactly_once,
+    head,
+    post,
+    query,
+    scratch_outbox,
+    signer_nonce,
+)
 
 pytestmark = pytest.mark.integration
 
