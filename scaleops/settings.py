@@ -309,6 +309,10 @@ class ChainSettings(Section):
     max_fee_per_batch: int = Field(default=10**16, ge=0, description="wei (lamports on Solana), L2 + L1")
     confirmations: int = Field(default=1, ge=1, le=1000)
     rpc_timeout_seconds: float = Field(default=10, gt=0)
+    from_block: int = Field(default=0, ge=0, description="the contract's deployment block (log searches)")
+    logs_block_range: int = Field(
+        default=0, ge=0, description="blocks per eth_getLogs request (0: one request); providers cap it"
+    )
 
     @field_validator("rpc_url")
     @classmethod

@@ -283,18 +283,18 @@ def posted_operations(w3: Any, contract: str, from_block: int = 0) -> list[tuple
     return [(log["topics"][1], int(log["topics"][2], 16), log["transactionHash"]) for log in logs]
 
 
-def logs_of_op_key(w3: Any, contract: str, op_topic: str, from_block: int = 0) -> list[dict[str, Any]]:
-    """Every OperationPosted of one opKey (its indexed topic) on a contract."""
-    logs = rpc(
-        w3,
-        "eth_getLogs",
-        [
-            {
-                "address": contract,
-                "fromBlock": hex(from_block),
-                "toBlock": "latest",
-                "topics": [OPERATION_POSTED_TOPIC, op_topic],
-            }
-        ],
-    )
-    return list(logs or [])
+def logs_of_op_key(
+    w3: Any, contract: str, op_topic: str, from_block: int = 0, block_range: int = 0
+) -> list[dict[str, Any]]:
+    """Every OperationPosted of one opKey (its indexed topic) on a contract since `from_block`, asked in
+    windows of `block_range` blocks (0: one request up to the head), as RPC providers cap the range."""
+    query = {"address": contract, "topics": [OPERATION_POSTED_TOPIC, op_topic]}
+    if block_range <= 0:
+        whole = {**query, "fromBlock": hex(from_block), "toBlock": "latest"}
+        return list(rpc(w3, "eth_getLogs", [whole]) or [])
+    logs: list[dict[str, Any]] = []
+    last = head(w3)
+    for start in range(from_block, last + 1, block_range):
+        window = {**query, "fromBlock": hex(start), "toBlock": hex(min(start + block_range - 1, last))}
+        logs += rpc(w3, "eth_getLogs", [window]) or []
+    return logs

@@ -547,7 +547,9 @@ class Poster:
             op_topic = "0x" + evm.op_key(str(key)).hex()
             if op_topic in in_receipt:
                 continue
-            if not evm.logs_of_op_key(self.w3, self.contract, op_topic):
+            if not evm.logs_of_op_key(
+                self.w3, self.contract, op_topic, self.cfg.from_block, self.cfg.logs_block_range
+            ):
                 unposted.add(int(op_id))
         if unposted:
             self.log.error(

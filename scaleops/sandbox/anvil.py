@@ -116,15 +116,20 @@ class Anvil(Service):
         if (
             deployed
             and built == operation_log_build()
+            and self.name in self.sb.state.get("anvil_contract_blocks", {})
             and self.call("eth_getCode", [deployed, "latest"]) not in ("0x", "0x0", None)
         ):
             return
-        # first start, a chain that lost its state, or a changed contract: deploy the current artifact
-        self.sb.state.setdefault("anvil_contracts", {})[self.name] = self.deploy_operation_log()
+        # first start, a chain that lost its state, a changed contract, or a deployment block not on
+        # record (sandboxes older than FROM_BLOCK): deploy the current artifact
+        address, block = self.deploy_operation_log()
+        self.sb.state.setdefault("anvil_contracts", {})[self.name] = address
+        self.sb.state.setdefault("anvil_contract_blocks", {})[self.name] = block
         self.sb.state.setdefault("anvil_contract_builds", {})[self.name] = operation_log_build()
         self.sb.save()
 
-    def deploy_operation_log(self) -> str:
+    def deploy_operation_log(self) -> tuple[str, int]:
+        """Deploy OperationLog from the signer; (its address, the block it was deployed in)."""
         import time
 
         from eth_abi import encode
@@ -151,7 +156,7 @@ class Anvil(Service):
             if receipt:
                 if int(receipt["status"], 16) != 1:
                     raise SandboxError(f"{self.name}: OperationLog deployment reverted; see {self.log}")
-                return str(receipt["contractAddress"])
+                return str(receipt["contractAddress"]), int(receipt["blockNumber"], 16)
             self.call("evm_mine")
             time.sleep(0.05)
         raise SandboxError(f"{self.name}: OperationLog deployment was not mined; see {self.log}")
@@ -172,6 +177,7 @@ class Anvil(Service):
         contract = self.contract_address()
         if contract is not None:
             values["CONTRACT"] = str(contract)
+            values["FROM_BLOCK"] = str(self.sb.state.get("anvil_contract_blocks", {}).get(self.name, 0))
         return {prefix + key: value for key, value in values.items()}
 
     def details(self) -> dict[str, Any]:

@@ -139,7 +139,10 @@ def test_an_outbox_reusing_ids_fails_those_operations_loudly(
         assert post().ops_posted == 3
         shared = namespace(settings)
         monkeypatch.setenv("SCALEOPS_POSTGRES__DSN", second_dsn)
+        # the safeguard searches logs from the sandbox's deployment block, in windows as providers cap them
+        monkeypatch.setenv(f"SCALEOPS_CHAINS__{CHAIN.upper()}__LOGS_BLOCK_RANGE", "500")
         settings = load_settings()
+        assert settings.chains[CHAIN].from_block > 0
         add_ops(settings, CHAIN, 0)
         query(settings, "update l2_outbox set namespace = %s returning namespace", shared)
         second_keys = add_ops(settings, CHAIN, 4)  # ids 1..3 collide, id 4 is new

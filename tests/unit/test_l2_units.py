@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -130,6 +131,37 @@ def test_post_batch_calldata_packs_namespace_ids_op_keys_and_payloads() -> None:
         evm.unpack_operations(ops[:-1][: evm.OP_HEADER_BYTES])
     with pytest.raises(ValueError, match="inside the header at byte 43"):
         evm.unpack_operations(ops[:50])
+
+
+class FakeLogsNode:
+    """A provider answering eth_blockNumber and eth_getLogs (one log per block in the window that has
+    one), recording each eth_getLogs window."""
+
+    def __init__(self, head: int, log_blocks: set[int]):
+        self.head = head
+        self.log_blocks = log_blocks
+        self.windows: list[tuple[int, int]] = []
+        self.provider = self
+
+    def make_request(self, method: str, params: list[Any]) -> dict[str, Any]:
+        if method == "eth_blockNumber":
+            return {"result": hex(self.head)}
+        assert method == "eth_getLogs"
+        query = params[0]
+        low = int(query["fromBlock"], 16)
+        high = self.head if query["toBlock"] == "latest" else int(query["toBlock"], 16)
+        assert query["topics"] == [evm.OPERATION_POSTED_TOPIC, "0xaa"]
+        self.windows.append((low, high))
+        return {"result": [{"blockNumber": hex(b)} for b in sorted(self.log_blocks) if low <= b <= high]}
+
+
+def test_logs_of_op_key_asks_in_windows_from_the_deployment_block() -> None:
+    node = FakeLogsNode(head=1_000, log_blocks={5, 120, 999, 1_000})
+    logs = evm.logs_of_op_key(node, "0xc0", "0xaa", from_block=100, block_range=300)
+    assert node.windows == [(100, 399), (400, 699), (700, 999), (1_000, 1_000)]
+    assert [int(log["blockNumber"], 16) for log in logs] == [120, 999, 1_000]
+    whole = FakeLogsNode(head=1_000, log_blocks={5, 120})
+    assert len(evm.logs_of_op_key(whole, "0xc0", "0xaa")) == 2 and whole.windows == [(0, 1_000)]
 
 
 def test_chain_settings_from_env_and_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
