@@ -134,6 +134,17 @@ def rpc(w3: Any, method: str, params: list[Any]) -> Any:
     return response.get("result")
 
 
+def quantity(answer: Any, field: str, method: str) -> int:
+    """A hex quantity field of a node's answer; a missing or malformed one is an RpcFailure naming it."""
+    value = answer.get(field) if isinstance(answer, dict) else None
+    try:
+        if not isinstance(value, str) or not value.startswith("0x"):
+            raise ValueError
+        return int(value, 16)
+    except ValueError:
+        raise RpcFailure(f"{method}: answer field {field} is not a hex quantity: {value!r:.40}") from None
+
+
 def fee_history(w3: Any, blocks: int = 5, percentile: int = 50) -> tuple[list[int], list[int]]:
     result = rpc(w3, "eth_feeHistory", [hex(blocks), "latest", [percentile]])
     base = [int(x, 16) for x in result.get("baseFeePerGas") or []]
@@ -174,9 +185,10 @@ def quote_fees(
     max_fee, priority = eip1559_fees(base_fees, rewards, min_priority_fee)
     call = {"from": sender, "to": to, "data": "0x" + calldata.hex()}
     if kind == "zksync":
+        # Era's gas limit already covers the pubdata published to L1: no L1 fee apart, no margin on top
         estimate = rpc(w3, "zks_estimateFee", [call])
-        gas = int(estimate["gas_limit"], 16)
-        max_fee = max(max_fee, int(estimate["max_fee_per_gas"], 16))
+        gas = quantity(estimate, "gas_limit", "zks_estimateFee")
+        max_fee = max(max_fee, quantity(estimate, "max_fee_per_gas", "zks_estimateFee"))
         return FeeQuote(max_fee, priority, base_fees[-1], gas, gas * max_fee, 0)
     gas = int(rpc(w3, "eth_estimateGas", [call]), 16)
     gas = gas + gas * GAS_MARGIN_PERCENT // 100

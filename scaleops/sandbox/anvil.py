@@ -1,6 +1,7 @@
 """EVM L2 nodes for the sandbox: anvil (npm `@foundry-rs/anvil-linux-amd64`, pinned in package.json).
 
-Two nodes: an OP-stack one (`--network optimism`, chain id 10) and an Arbitrum-id one (chain id 42161).
+Three nodes: an OP-stack one (`--network optimism`, chain id 10), an Arbitrum-id one (chain id 42161) and
+a zkSync-style one (chain id 324) behind scaleops.sandbox.zksync_rpc, which adds `zks_estimateFee`.
 anvil has no L2 fee oracles, so `ready()` installs contracts with the real interfaces at the real
 addresses with `anvil_setCode` (contracts/GasPriceOracle.sol at 0x42..0F, contracts/NodeInterface.sol at
 0x..C8), funds a signer generated for this sandbox, and deploys the project's OperationLog contract from it.
@@ -9,10 +10,11 @@ addresses with `anvil_setCode` (contracts/GasPriceOracle.sol at 0x42..0F, contra
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from scaleops.sandbox.procs import spawn
+from scaleops.sandbox.procs import owned_pid, spawn
 from scaleops.sandbox.services import LOCAL, SandboxError, Service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +70,7 @@ class Anvil(Service):
             "--host",
             LOCAL,
             "--port",
-            str(self.port),
+            str(self.node_port()),
             "--chain-id",
             str(self.chain_id),
             "--accounts",
@@ -79,7 +81,14 @@ class Anvil(Service):
             str((self.home / "chain-state.json").resolve()),
             *self.extra_args,
         ]
-        spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0])
+        spawn(args, cwd=self.home, log=self.log, pidfile=self.node_pidfile())
+
+    def node_port(self) -> int:
+        """The port anvil itself listens on: the service's own, unless a proxy fronts it."""
+        return self.port
+
+    def node_pidfile(self) -> Path:
+        return self.pidfiles()[0]
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
         return rpc(self.url(), method, params)
@@ -203,3 +212,47 @@ class AnvilArbitrum(Anvil):
     kind = "arbitrum"
     base_fee_wei = 10_000_000  # 0.01 gwei, Arbitrum One's floor
     oracle = (NODE_INTERFACE, "NodeInterface")
+
+
+class AnvilZkSync(Anvil):
+    """anvil on an inner port, fronted by the zks_estimateFee proxy on the service's port."""
+
+    name = "anvil_zksync"
+    description = "anvil (chain 324) behind a zks_estimateFee proxy + OperationLog"
+    chain = "zksync"
+    chain_id = 324
+    kind = "zksync"
+    base_fee_wei = 25_000_000  # 0.025 gwei, zkSync Era's base fee
+
+    def port_keys(self) -> list[str]:
+        return [self.name, f"{self.name}_node"]
+
+    def pidfiles(self) -> list[Path]:
+        return [self.home / "proxy.pid", self.home / "anvil.pid"]
+
+    def node_port(self) -> int:
+        return self.ports()[1]
+
+    def node_pidfile(self) -> Path:
+        return self.pidfiles()[1]
+
+    def start(self) -> None:
+        if owned_pid(self.node_pidfile(), self.home) is None:
+            super().start()
+        if owned_pid(self.pidfiles()[0], self.home) is None:
+            args = [
+                sys.executable,
+                "-m",
+                "scaleops.sandbox.zksync_rpc",
+                "--host",
+                LOCAL,
+                "--port",
+                str(self.port),
+                "--upstream",
+                f"http://{LOCAL}:{self.node_port()}",
+            ]
+            spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0])
+
+    def probe(self) -> bool:
+        fee = self.call("zks_estimateFee", [{"from": self.signer_address(), "to": self.signer_address()}])
+        return super().probe() and int(fee["gas_limit"], 16) > 21_000

@@ -4,7 +4,7 @@ own module under scaleops/sandbox/ and is added here."""
 from __future__ import annotations
 
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
-from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism
+from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism, AnvilZkSync
 from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.prometheus import Prometheus
@@ -35,6 +35,7 @@ SERVICES: tuple[type[Service], ...] = (
     Alertmanager,
     AnvilOptimism,
     AnvilArbitrum,
+    AnvilZkSync,
     SolanaLiteSvm,
     Prometheus,
     PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)

@@ -178,3 +178,19 @@ def test_a_second_run_for_the_same_chain_waits_its_turn(outbox_db: str) -> None:
         report = post()
     assert report.txs == 0 and report.pending == 2
     assert "another run holds the posting lock" in report.problems[0]
+
+
+def test_zksync_posts_with_the_gas_limit_of_zks_estimate_fee(outbox_db: str) -> None:
+    """The zkSync fee path against the sandbox's zkSync-style node (anvil behind a zks_estimateFee proxy):
+    the batch's gas limit is Era's (execution + pubdata + overhead), not eth_estimateGas + 20%."""
+    from scaleops.sandbox.zksync_rpc import TX_OVERHEAD_GAS
+
+    settings = load_settings()
+    assert settings.chains["zksync"].kind == "zksync"
+    keys = add_ops(settings, "zksync", 5)
+    start_block, start_nonce = head(settings, "zksync"), signer_nonce(settings, "zksync", "pending")
+    report = post("zksync")
+    assert report.problems == [] and report.ops_posted == 5 and report.l1_fee_wei == 0
+    [(gas_limit, gas_used)] = query(settings, "select gas_limit, gas_used from l2_batches")
+    assert gas_limit >= gas_used * 12 // 10 + TX_OVERHEAD_GAS  # pubdata priced in, on top of execution
+    assert_exactly_once("zksync", keys, start_block, start_nonce)

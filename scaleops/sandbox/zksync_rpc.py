@@ -1,0 +1,147 @@
+"""A zkSync-style JSON-RPC endpoint for the sandbox: anvil behind a proxy that adds `zks_estimateFee`.
+
+No zkSync node installs offline here (anvil-zksync is downloaded from GitHub at run time), and anvil has
+no `zks_` methods, so this proxy forwards every request to an anvil node and answers `zks_estimateFee`
+itself with the shape and the fee model of zkSync Era: the gas limit covers execution (anvil's
+`eth_estimateGas` + 20%) plus the pubdata the transaction publishes to L1 (its state diffs, read from
+anvil's `prestateTracer` in diff mode) times the gas per pubdata byte, plus a fixed per-transaction
+overhead. Execution on anvil is EVM execution, not zkEVM: gas used is anvil's, the fee model is Era's.
+
+    python -m scaleops.sandbox.zksync_rpc --port 3050 --upstream http://127.0.0.1:8545
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+L1_PUBDATA_PRICE_WEI = 1_000_000_000  # per pubdata byte: a blob-era L1 price (Era derives it from L1)
+GAS_PER_PUBDATA_LIMIT = 50_000  # what Era's SDKs put in a transaction by default
+TX_OVERHEAD_GAS = 10_000  # Era charges each transaction a share of its batch's fixed costs
+INITIAL_WRITE_BYTES = 64  # a slot written for the first time: derived key + compressed value
+REPEATED_WRITE_BYTES = 40  # a slot written before: enumeration index + compressed value
+ACCOUNT_WRITE_BYTES = 40  # nonce and balance of an account live in system contracts' slots on Era
+EXECUTION_MARGIN_PERCENT = 20
+MAX_BODY_BYTES = 16 * 1024 * 1024
+STATE_DIFF_TRACER = {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def pubdata_bytes(diff: dict[str, Any]) -> int:
+    """Bytes of L1 pubdata for a `prestateTracer` diff (`{"pre": {...}, "post": {...}}`), as Era
+    publishes state diffs: one entry per storage slot written, one per account nonce or balance."""
+    total = 0
+    pre = diff.get("pre") or {}
+    for address, after in (diff.get("post") or {}).items():
+        before = pre.get(address) or {}
+        before_slots = before.get("storage") or {}
+        for slot in after.get("storage") or {}:
+            written_before = int(before_slots.get(slot, "0x0"), 16) != 0
+            total += REPEATED_WRITE_BYTES if written_before else INITIAL_WRITE_BYTES
+        total += ACCOUNT_WRITE_BYTES * sum(1 for field in ("nonce", "balance") if field in after)
+    return total
+
+
+def estimate_fee(upstream: Any, call: dict[str, Any]) -> dict[str, str]:
+    """zks_estimateFee: {gas_limit, max_fee_per_gas, max_priority_fee_per_gas, gas_per_pubdata_limit}."""
+    if not isinstance(call, dict) or not call.get("from") or not call.get("to"):
+        raise RpcError(-32602, "zks_estimateFee: the call needs from and to")
+    execution = int(upstream("eth_estimateGas", [call]), 16)
+    diff = upstream("debug_traceCall", [call, "latest", STATE_DIFF_TRACER])
+    base_fee = int(upstream("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+    gas_per_pubdata = -(-L1_PUBDATA_PRICE_WEI // base_fee)
+    gas_limit = (
+        execution * (100 + EXECUTION_MARGIN_PERCENT) // 100
+        + pubdata_bytes(diff) * gas_per_pubdata
+        + TX_OVERHEAD_GAS
+    )
+    return {
+        "gas_limit": hex(gas_limit),
+        "max_fee_per_gas": hex(base_fee * 6 // 5),  # Era quotes the base fee with a margin, tip 0
+        "max_priority_fee_per_gas": "0x0",
+        "gas_per_pubdata_limit": hex(GAS_PER_PUBDATA_LIMIT),
+    }
+
+
+def answer(request_id: Any, **outcome: Any) -> dict[str, Any]:
+    """A JSON-RPC answer: answer(id, result=...) or answer(id, error={code, message})."""
+    return {"jsonrpc": "2.0", "id": request_id, **outcome}
+
+
+class Proxy:
+    def __init__(self, upstream_url: str):
+        self.url = upstream_url
+        self.client = httpx.Client(timeout=30)
+
+    def forward(self, body: Any) -> Any:
+        return self.client.post(self.url, json=body).json()
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        answer = self.forward({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        if "error" in answer:
+            error = answer["error"]
+            raise RpcError(int(error.get("code", -32000)), str(error.get("message")))
+        return answer.get("result")
+
+    def handle(self, request: Any) -> Any:
+        if not isinstance(request, dict):
+            return answer(None, error={"code": -32600, "message": "invalid request"})
+        if request.get("method") != "zks_estimateFee":
+            return self.forward(request)
+        try:
+            params = request.get("params") or [{}]
+            return answer(request.get("id"), result=estimate_fee(self.call, params[0]))
+        except RpcError as exc:
+            return answer(request.get("id"), error={"code": exc.code, "message": str(exc)})
+
+
+def serve(host: str, port: int, upstream: str) -> None:
+    proxy = Proxy(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self.send_error(413)
+                return
+            try:
+                body = json.loads(self.rfile.read(length))
+            except ValueError:
+                reply: Any = answer(None, error={"code": -32700, "message": "parse error"})
+            else:
+                reply = [proxy.handle(r) for r in body] if isinstance(body, list) else proxy.handle(body)
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server API
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="scaleops.sandbox.zksync_rpc", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True, help="the anvil node's JSON-RPC URL")
+    args = parser.parse_args()
+    serve(args.host, args.port, args.upstream)
+
+
+if __name__ == "__main__":
+    main()
