@@ -58,7 +58,7 @@ def events_since(api: str, name: str, started_at: str, timeout: float = 30) -> l
 
 
 def secrets_of(env: dict[str, str]) -> list[str]:
-    keys = [env[f"SCALEOPS_CHAINS__{c}__SIGNER_KEY"] for c in ("OPTIMISM", "ARBITRUM", "SOLANA")]
+    keys = [env[f"SCALEOPS_CHAINS__{c}__SIGNER_KEY"] for c in ("OPTIMISM", "ARBITRUM", "ZKSYNC", "SOLANA")]
     return keys + [k.removeprefix("0x") for k in keys]
 
 
@@ -74,6 +74,9 @@ def test_outbox_and_duty_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> 
     assert json.loads(first.stdout) == {"chain": "optimism", "added": 1, "already_queued": 0}
     repeat = cli(cli_env, *one, "--payload", '{"digest": "ab"}')
     assert repeat.returncode == 0 and json.loads(repeat.stdout)["already_queued"] == 1
+    anchor = ["--kind", "anchor", "--key", f"{prefix}-z", "--payload", json.dumps({"sha256": "cd" * 32})]
+    zk = cli(cli_env, "outbox", "add", "--chain", "zksync", *anchor, "--json")
+    assert json.loads(zk.stdout)["added"] == 1, zk.stderr
     lines = [json.dumps({"key": f"{prefix}-{i}", "kind": "anchor", "payload": {"i": i}}) for i in range(7)]
     ops = tmp_path / "ops.jsonl"
     ops.write_text("\n".join(lines) + "\n")
@@ -96,6 +99,8 @@ def test_outbox_and_duty_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> 
     arbitrum = report["chains"]["arbitrum"]
     assert arbitrum["ops_posted"] == 7 and arbitrum["batches"] == 3 and arbitrum["pending"] == 0
     assert arbitrum["l1_fee_wei"] > 0 and arbitrum["fee_per_op"] > 0 and arbitrum["gas_used"] > 0
+    zksync = report["chains"]["zksync"]
+    assert zksync["ops_posted"] == 1 and zksync["gas_used"] > 0 and zksync["l1_fee_wei"] == 0
     sol = report["chains"]["solana"]
     assert sol["ops_posted"] == 3 and sol["lamports"] > 0 and 0 < sol["max_tx_bytes"] <= 1232
     status = json.loads(cli(cli_env, "outbox", "status", "--json").stdout)
