@@ -22,6 +22,7 @@ NODE_INTERFACE = "0x00000000000000000000000000000000000000C8"
 POST_BATCH = keccak(text="postBatch(uint64,uint64,bytes)")[:4]
 OP_HEADER_BYTES = 42  # a packed operation's id (8), opKey (32) and payload length (2)
 MAX_PAYLOAD_BYTES = 2**16 - 1  # the length is a uint16
+TOPICS_PER_QUERY = 100  # opKeys OR-listed in one eth_getLogs
 IS_POSTED = keccak(text="isPosted(uint64,uint64)")[:4]
 OPERATION_POSTED_TOPIC = "0x" + keccak(text="OperationPosted(bytes32,uint64,bytes)").hex()
 GET_L1_FEE = keccak(text="getL1Fee(bytes)")[:4]
@@ -295,18 +296,24 @@ def posted_operations(w3: Any, contract: str, from_block: int = 0) -> list[tuple
     return [(log["topics"][1], int(log["topics"][2], 16), log["transactionHash"]) for log in logs]
 
 
-def logs_of_op_key(
-    w3: Any, contract: str, op_topic: str, from_block: int = 0, block_range: int = 0
-) -> list[dict[str, Any]]:
-    """Every OperationPosted of one opKey (its indexed topic) on a contract since `from_block`, asked in
-    windows of `block_range` blocks (0: one request up to the head), as RPC providers cap the range."""
-    query = {"address": contract, "topics": [OPERATION_POSTED_TOPIC, op_topic]}
-    if block_range <= 0:
-        whole = {**query, "fromBlock": hex(from_block), "toBlock": "latest"}
-        return list(rpc(w3, "eth_getLogs", [whole]) or [])
-    logs: list[dict[str, Any]] = []
+def posted_op_keys(
+    w3: Any, contract: str, op_topics: Sequence[str], from_block: int = 0, block_range: int = 0
+) -> set[str]:
+    """Which of `op_topics` (opKeys as 0x-hex topics) have an OperationPosted on the contract since
+    `from_block`: one eth_getLogs per window of `block_range` blocks (0: one window up to the head, as
+    RPC providers cap the range) and per TOPICS_PER_QUERY opKeys, the topic OR-listed."""
+    wanted = sorted({t.lower() for t in op_topics})
+    if not wanted:
+        return set()
     last = head(w3)
-    for start in range(from_block, last + 1, block_range):
-        window = {**query, "fromBlock": hex(start), "toBlock": hex(min(start + block_range - 1, last))}
-        logs += rpc(w3, "eth_getLogs", [window]) or []
-    return logs
+    step = block_range if block_range > 0 else max(last - from_block + 1, 1)
+    found: set[str] = set()
+    for start in range(from_block, last + 1, step):
+        window = {"fromBlock": hex(start), "toBlock": hex(min(start + step - 1, last))}
+        for at in range(0, len(wanted), TOPICS_PER_QUERY):
+            topics = [OPERATION_POSTED_TOPIC, wanted[at : at + TOPICS_PER_QUERY]]
+            logs = rpc(w3, "eth_getLogs", [{"address": contract, "topics": topics, **window}]) or []
+            found.update(str(log["topics"][1]).lower() for log in logs)
+        if found >= set(wanted):
+            break  # every opKey found: no need to search later blocks
+    return found & set(wanted)

@@ -21,9 +21,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +51,26 @@ def crashpoint(step: str) -> None:
     """Failpoint for the crash tests: die here, as abruptly as a power cut, when asked to."""
     if os.environ.get(CRASH_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+B = TypeVar("B")
+
+
+def track_live_batches(
+    live_batches: Callable[[], list[B]], check: Callable[[B], None], opts: PostOptions
+) -> None:
+    """Check every live batch (receipts, confirmations, replacements) until none is left or
+    `opts.wait_seconds` have passed; what is still live then is picked up by the next run."""
+    deadline = time.monotonic() + opts.wait_seconds
+    while True:
+        live = live_batches()
+        if not live:
+            return
+        for batch in live:
+            check(batch)
+        if not live_batches() or time.monotonic() >= deadline:
+            return
+        time.sleep(opts.poll_seconds)
 
 
 class PostingError(RuntimeError):
@@ -153,6 +174,7 @@ class Poster:
             return self.report
         try:
             self.outbox = outbox_namespace(self.conn)
+            self.check_from_block()
             if not self.opts.dry_run:  # a dry run signs and sends nothing, not even a replacement
                 self.reconcile()
                 self.drain()
@@ -163,6 +185,17 @@ class Poster:
         total = self.report.l2_fee_wei + self.report.l1_fee_wei
         self.report.fee_per_op = total // self.report.ops_posted if self.report.ops_posted else 0
         return self.report
+
+    def check_from_block(self) -> None:
+        """FROM_BLOCK past the head means another chain or a typo; searched from there, the safeguard
+        of skipped_unposted would find no earlier post and fail operations that are on chain."""
+        last = evm.head(self.w3) if self.cfg.from_block else 0
+        if self.cfg.from_block > last:
+            name = f"SCALEOPS_CHAINS__{self.chain.upper()}__FROM_BLOCK"
+            raise PostingError(
+                f"chain {self.chain}: {name} {self.cfg.from_block} is past the chain's head {last}:"
+                " set it to the OperationLog's deployment block"
+            )
 
     def count_open(self) -> int:
         row = self.conn.execute(
@@ -419,16 +452,7 @@ class Poster:
 
     # -- track ---------------------------------------------------------------------------------------
     def track(self) -> None:
-        deadline = time.monotonic() + self.opts.wait_seconds
-        while True:
-            live = self.live_batches()
-            if not live:
-                return
-            for batch in live:
-                self.check(batch)
-            if not self.live_batches() or time.monotonic() >= deadline:
-                return
-            time.sleep(self.opts.poll_seconds)
+        track_live_batches(self.live_batches, self.check, self.opts)
 
     def check(self, batch: Batch) -> None:
         if not batch.attempts:  # cannot happen: signed batches always have their transaction recorded
@@ -542,15 +566,12 @@ class Poster:
         rows = self.conn.execute(
             "select id, key from l2_operations where batch_id = %s", (batch.id,)
         ).fetchall()
-        unposted: set[int] = set()
-        for op_id, key in rows:
-            op_topic = "0x" + evm.op_key(str(key)).hex()
-            if op_topic in in_receipt:
-                continue
-            if not evm.logs_of_op_key(
-                self.w3, self.contract, op_topic, self.cfg.from_block, self.cfg.logs_block_range
-            ):
-                unposted.add(int(op_id))
+        missing = {"0x" + evm.op_key(str(key)).hex(): int(op_id) for op_id, key in rows}
+        missing = {topic: op_id for topic, op_id in missing.items() if topic not in in_receipt}
+        found = evm.posted_op_keys(
+            self.w3, self.contract, list(missing), self.cfg.from_block, self.cfg.logs_block_range
+        )
+        unposted = {op_id for topic, op_id in missing.items() if topic not in found}
         if unposted:
             self.log.error(
                 "%s: batch %d: %d operation(s) skipped by the contract but never posted: %s",

@@ -10,13 +10,12 @@ has a status: from then on none of them can ever land, so no operation is sent t
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from scaleops.settings import ChainSettings
 from tasks import solana
-from tasks.l2_posting import ChainReport, PostingError, PostOptions, crashpoint, lock_key
+from tasks.l2_posting import ChainReport, PostingError, PostOptions, crashpoint, lock_key, track_live_batches
 from tasks.outbox import Op, fail_unpostable
 
 MIN_CU_PRICE = 1  # micro-lamports per compute unit
@@ -272,16 +271,7 @@ class SolanaPoster:
 
     # -- track ---------------------------------------------------------------------------------------
     def track(self) -> None:
-        deadline = time.monotonic() + self.opts.wait_seconds
-        while True:
-            live = self.live_batches()
-            if not live:
-                return
-            for batch in live:
-                self.check(batch)
-            if not self.live_batches() or time.monotonic() >= deadline:
-                return
-            time.sleep(self.opts.poll_seconds)
+        track_live_batches(self.live_batches, self.check, self.opts)
 
     def check(self, batch: dict[str, Any]) -> None:
         attempts = batch["attempts"]

@@ -145,6 +145,9 @@ class Sandbox:
                     if svc.running():
                         say(f"{svc.name}: already running")
                     else:
+                        if svc.pids():  # some of its processes died: start it whole, on its own ports
+                            say(f"{svc.name}: partly running, restarting")
+                            svc.stop()
                         svc.clear_stale()
                         self._reassign_busy_ports(svc)
                         say(f"{svc.name}: starting")

@@ -25,6 +25,7 @@ TX_OVERHEAD_GAS = 10_000  # Era charges each transaction a share of its batch's 
 INITIAL_WRITE_BYTES = 64  # a slot written for the first time: derived key + compressed value
 REPEATED_WRITE_BYTES = 40  # a slot written before: enumeration index + compressed value
 ACCOUNT_WRITE_BYTES = 40  # nonce and balance of an account live in system contracts' slots on Era
+FEE_PAYMENT_WRITES = 2  # the payer's balance and the operator's
 EXECUTION_MARGIN_PERCENT = 20
 MAX_BODY_BYTES = 16 * 1024 * 1024
 STATE_DIFF_TRACER = {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}
@@ -36,18 +37,25 @@ class RpcError(Exception):
         self.code = code
 
 
-def pubdata_bytes(diff: dict[str, Any]) -> int:
-    """Bytes of L1 pubdata for a `prestateTracer` diff (`{"pre": {...}, "post": {...}}`), as Era
-    publishes state diffs: one entry per storage slot written, one per account nonce or balance."""
-    total = 0
+def pubdata_bytes(diff: dict[str, Any], payer: str) -> int:
+    """Bytes of L1 pubdata for a `prestateTracer` diff (`{"pre": {...}, "post": {...}}`) of a call from
+    `payer`, as Era publishes state diffs: one entry per storage slot written, one per account nonce or
+    balance changed, and the fee payment's two balances (the payer's and the operator's), which a traced
+    call without a gas price does not make."""
+    total = FEE_PAYMENT_WRITES * ACCOUNT_WRITE_BYTES
     pre = diff.get("pre") or {}
     for address, after in (diff.get("post") or {}).items():
         before = pre.get(address) or {}
         before_slots = before.get("storage") or {}
         for slot in after.get("storage") or {}:
+            # Era counts a write as initial when the slot was never written; a slot that is zero now may
+            # have been written before: close enough for a stand-in
             written_before = int(before_slots.get(slot, "0x0"), 16) != 0
             total += REPEATED_WRITE_BYTES if written_before else INITIAL_WRITE_BYTES
-        total += ACCOUNT_WRITE_BYTES * sum(1 for field in ("nonce", "balance") if field in after)
+        changed = [f for f in ("nonce", "balance") if f in after]
+        if address.lower() == payer.lower() and "balance" in changed:
+            changed.remove("balance")  # counted with the fee payment
+        total += ACCOUNT_WRITE_BYTES * len(changed)
     return total
 
 
@@ -57,11 +65,11 @@ def estimate_fee(upstream: Any, call: dict[str, Any]) -> dict[str, str]:
         raise RpcError(-32602, "zks_estimateFee: the call needs from and to")
     execution = int(upstream("eth_estimateGas", [call]), 16)
     diff = upstream("debug_traceCall", [call, "latest", STATE_DIFF_TRACER])
-    base_fee = int(upstream("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+    base_fee = max(int(upstream("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16), 1)
     gas_per_pubdata = -(-L1_PUBDATA_PRICE_WEI // base_fee)
     gas_limit = (
         execution * (100 + EXECUTION_MARGIN_PERCENT) // 100
-        + pubdata_bytes(diff) * gas_per_pubdata
+        + pubdata_bytes(diff, str(call["from"])) * gas_per_pubdata
         + TX_OVERHEAD_GAS
     )
     return {
@@ -83,7 +91,11 @@ class Proxy:
         self.client = httpx.Client(timeout=30)
 
     def forward(self, body: Any) -> Any:
-        return self.client.post(self.url, json=body).json()
+        try:
+            return self.client.post(self.url, json=body).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            request_id = body.get("id") if isinstance(body, dict) else None
+            return answer(request_id, error={"code": -32603, "message": f"upstream node: {exc}"})
 
     def call(self, method: str, params: list[Any]) -> Any:
         answer = self.forward({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
@@ -98,10 +110,14 @@ class Proxy:
         if request.get("method") != "zks_estimateFee":
             return self.forward(request)
         try:
-            params = request.get("params") or [{}]
+            params = request.get("params")
+            if not isinstance(params, list) or not params:
+                raise RpcError(-32602, "zks_estimateFee: params must be [call]")
             return answer(request.get("id"), result=estimate_fee(self.call, params[0]))
         except RpcError as exc:
             return answer(request.get("id"), error={"code": exc.code, "message": str(exc)})
+        except Exception as exc:  # the upstream node down or answering oddly: an error, not a dropped line
+            return answer(request.get("id"), error={"code": -32603, "message": f"zks_estimateFee: {exc}"})
 
 
 def serve(host: str, port: int, upstream: str) -> None:

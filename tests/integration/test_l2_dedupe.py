@@ -7,7 +7,6 @@ back from the logs as the outbox holds it, malformed packing reverts, only the p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from tasks import evm
 from tasks.outbox import NewOp, add_operations, decode_onchain_payload, onchain_payload
 from tests.integration.l2_helpers import (
     add_ops,
+    chain_rpc,
     drop_database,
     evm_w3,
     fresh_database,
@@ -24,16 +24,10 @@ from tests.integration.l2_helpers import (
     onchain,
     post,
     query,
-    scratch_outbox,
 )
 
 pytestmark = pytest.mark.integration
 CHAIN = "optimism"
-
-
-@pytest.fixture
-def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    yield from scratch_outbox(sandbox_env, monkeypatch)
 
 
 def namespace(settings: Settings) -> int:
@@ -157,6 +151,43 @@ def test_an_outbox_reusing_ids_fails_those_operations_loudly(
     finally:
         drop_database(base, first)
         drop_database(base, second)
+
+
+def test_an_operation_posted_earlier_under_its_key_is_confirmed_not_failed(
+    outbox_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract skips an operation whose earlier transaction landed after all (here: sent outside the
+    poster): its OperationPosted is in an older block, found by the windowed log search, so the
+    operation is confirmed and nothing is posted twice."""
+    settings = load_settings()
+    keys = add_ops(settings, CHAIN, 2)
+    start = head(settings, CHAIN)
+    monkeypatch.setenv(f"SCALEOPS_CHAINS__{CHAIN.upper()}__FROM_BLOCK", str(start - 5))
+    monkeypatch.setenv(f"SCALEOPS_CHAINS__{CHAIN.upper()}__LOGS_BLOCK_RANGE", "3")
+    ops, outbox = outbox_ops(settings), namespace(settings)
+    earlier = direct_post(settings, outbox, 77, ops[:1])
+    assert posted_topics(earlier) == [topic(keys[0])]
+    for _ in range(10):  # the earlier post is several search windows before the poster's
+        chain_rpc(settings, CHAIN, "evm_mine")
+    report = post()
+    assert report.problems == [] and report.failed == 0 and report.ops_posted == 2
+    assert statuses(settings) == {"confirmed": 2}
+    seen = onchain(settings, CHAIN, keys, start)
+    assert set(seen) == set(keys) and set(seen.values()) == {1}
+
+
+def test_a_from_block_past_the_head_is_refused_by_name(
+    outbox_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.l2_posting import PostingError
+
+    monkeypatch.setenv(f"SCALEOPS_CHAINS__{CHAIN.upper()}__FROM_BLOCK", str(10**12))
+    add_ops(load_settings(), CHAIN, 1)
+    with pytest.raises(
+        PostingError, match=f"SCALEOPS_CHAINS__{CHAIN.upper()}__FROM_BLOCK 1000000000000 is past"
+    ):
+        post()
+    assert statuses(load_settings()) == {"pending": 1}
 
 
 def test_every_payload_comes_back_from_the_chain_as_the_outbox_holds_it(outbox_db: str) -> None:

@@ -5,8 +5,6 @@ chain has moved past it. Either way the next run posts every operation exactly o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from scaleops.settings import load_settings
@@ -21,17 +19,11 @@ from tests.integration.l2_helpers import (
     onchain,
     post,
     query,
-    scratch_outbox,
     signer_nonce,
 )
 
 pytestmark = pytest.mark.integration
 CHAIN = "optimism"
-
-
-@pytest.fixture
-def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    yield from scratch_outbox(sandbox_env, monkeypatch)
 
 
 def statuses() -> dict[str, int]:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,17 +21,10 @@ from tests.integration.l2_helpers import (
     onchain,
     post,
     query,
-    scratch_outbox,
     signer_nonce,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A scratch outbox database for this test (settings point at it)."""
-    yield from scratch_outbox(sandbox_env, monkeypatch)
 
 
 def run_poster_subprocess(env: dict[str, str], **options: object) -> subprocess.CompletedProcess[str]:
@@ -183,7 +175,7 @@ def test_a_second_run_for_the_same_chain_waits_its_turn(outbox_db: str) -> None:
 def test_zksync_posts_with_the_gas_limit_of_zks_estimate_fee(outbox_db: str) -> None:
     """The zkSync fee path against the sandbox's zkSync-style node (anvil behind a zks_estimateFee proxy):
     the batch's gas limit is Era's (execution + pubdata + overhead), not eth_estimateGas + 20%."""
-    from scaleops.sandbox.zksync_rpc import TX_OVERHEAD_GAS
+    from scaleops.sandbox import zksync_rpc
 
     settings = load_settings()
     assert settings.chains["zksync"].kind == "zksync"
@@ -191,6 +183,11 @@ def test_zksync_posts_with_the_gas_limit_of_zks_estimate_fee(outbox_db: str) -> 
     start_block, start_nonce = head(settings, "zksync"), signer_nonce(settings, "zksync", "pending")
     report = post("zksync")
     assert report.problems == [] and report.ops_posted == 5 and report.l1_fee_wei == 0
-    [(gas_limit, gas_used)] = query(settings, "select gas_limit, gas_used from l2_batches")
-    assert gas_limit >= gas_used * 12 // 10 + TX_OVERHEAD_GAS  # pubdata priced in, on top of execution
+    [(gas_limit, used, block)] = query(settings, "select gas_limit, gas_used, block_number from l2_batches")
+    # quoted on the block before: Era's limit = execution + 20% + pubdata x gas per byte + overhead, and
+    # the batch published at least a fresh bitmap word, the sender's nonce and the fee payment
+    before = chain_rpc(settings, "zksync", "eth_getBlockByNumber", [hex(block - 1), False])
+    per_byte = -(-zksync_rpc.L1_PUBDATA_PRICE_WEI // int(before["baseFeePerGas"], 16))
+    least_pubdata = zksync_rpc.INITIAL_WRITE_BYTES + 3 * zksync_rpc.ACCOUNT_WRITE_BYTES
+    assert gas_limit >= used * 12 // 10 + least_pubdata * per_byte + zksync_rpc.TX_OVERHEAD_GAS
     assert_exactly_once("zksync", keys, start_block, start_nonce)

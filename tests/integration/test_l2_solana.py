@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,14 +18,9 @@ from tasks.l2_posting import CRASH_ENV, PostOptions
 from tasks.outbox import NewOp, add_operations, ensure_schema
 from tasks.solana import PACKET_DATA_SIZE
 from tasks.solana_posting import post_solana_chain
-from tests.integration.l2_helpers import query, scratch_outbox
+from tests.integration.l2_helpers import query
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def outbox_db(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    yield from scratch_outbox(sandbox_env, monkeypatch)
 
 
 def queue(settings: Settings, memos: int, transfers: int) -> tuple[list[str], dict[str, int]]:

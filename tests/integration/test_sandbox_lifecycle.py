@@ -97,6 +97,27 @@ def test_stale_pid_file_is_survived(own_sandbox: Sandbox) -> None:
     assert own_sandbox.up(["redis"])["redis"]["healthy"]
 
 
+def test_a_service_with_one_process_dead_restarts_whole_on_its_ports(own_sandbox: Sandbox) -> None:
+    """One of redis_cluster's three nodes dies: `up` restarts the service whole on the ports it had
+    (the live nodes hold them: taken for "busy", they used to be handed out anew, which broke it)."""
+    import signal
+    import time
+
+    cluster = own_sandbox.service("redis_cluster")
+    assert own_sandbox.up(["redis_cluster"])["redis_cluster"]["healthy"]
+    ports, before = cluster.ports(), cluster.pids()
+    os.kill(before[0], signal.SIGKILL)
+    for _ in range(100):
+        if len(cluster.pids()) < len(before):
+            break
+        time.sleep(0.05)
+    assert not cluster.running()
+    status = own_sandbox.up(["redis_cluster"])["redis_cluster"]
+    assert status["healthy"], status
+    assert cluster.ports() == ports
+    assert not set(status["pids"]) & set(before)  # every node restarted, none left from before
+
+
 def test_unhealthy_service_is_named_with_its_log(own_sandbox: Sandbox) -> None:
     replica = own_sandbox.service("postgres_replica")
     replica.stop()

@@ -134,13 +134,13 @@ def test_post_batch_calldata_packs_namespace_ids_op_keys_and_payloads() -> None:
 
 
 class FakeLogsNode:
-    """A provider answering eth_blockNumber and eth_getLogs (one log per block in the window that has
-    one), recording each eth_getLogs window."""
+    """A provider answering eth_blockNumber and eth_getLogs from `logs` ({block: opKey topic}), recording
+    each eth_getLogs window and topic list."""
 
-    def __init__(self, head: int, log_blocks: set[int]):
+    def __init__(self, head: int, logs: dict[int, str]):
         self.head = head
-        self.log_blocks = log_blocks
-        self.windows: list[tuple[int, int]] = []
+        self.logs = logs
+        self.queries: list[tuple[int, int, int]] = []  # (from, to, how many opKeys OR-listed)
         self.provider = self
 
     def make_request(self, method: str, params: list[Any]) -> dict[str, Any]:
@@ -148,20 +148,40 @@ class FakeLogsNode:
             return {"result": hex(self.head)}
         assert method == "eth_getLogs"
         query = params[0]
-        low = int(query["fromBlock"], 16)
-        high = self.head if query["toBlock"] == "latest" else int(query["toBlock"], 16)
-        assert query["topics"] == [evm.OPERATION_POSTED_TOPIC, "0xaa"]
-        self.windows.append((low, high))
-        return {"result": [{"blockNumber": hex(b)} for b in sorted(self.log_blocks) if low <= b <= high]}
+        low, high = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        assert query["topics"][0] == evm.OPERATION_POSTED_TOPIC
+        keys = query["topics"][1]
+        self.queries.append((low, high, len(keys)))
+        hits = [(b, t) for b, t in sorted(self.logs.items()) if low <= b <= high and t in keys]
+        return {
+            "result": [{"blockNumber": hex(b), "topics": [evm.OPERATION_POSTED_TOPIC, t]} for b, t in hits]
+        }
 
 
-def test_logs_of_op_key_asks_in_windows_from_the_deployment_block() -> None:
-    node = FakeLogsNode(head=1_000, log_blocks={5, 120, 999, 1_000})
-    logs = evm.logs_of_op_key(node, "0xc0", "0xaa", from_block=100, block_range=300)
-    assert node.windows == [(100, 399), (400, 699), (700, 999), (1_000, 1_000)]
-    assert [int(log["blockNumber"], 16) for log in logs] == [120, 999, 1_000]
-    whole = FakeLogsNode(head=1_000, log_blocks={5, 120})
-    assert len(evm.logs_of_op_key(whole, "0xc0", "0xaa")) == 2 and whole.windows == [(0, 1_000)]
+def topic_of(i: int) -> str:
+    return "0x" + f"{i:064x}"
+
+
+def test_posted_op_keys_searches_windows_from_the_deployment_block() -> None:
+    node = FakeLogsNode(head=1_000, logs={5: topic_of(1), 120: topic_of(2), 999: topic_of(3)})
+    found = evm.posted_op_keys(
+        node, "0xc0", [topic_of(i) for i in (1, 2, 3, 4)], from_block=100, block_range=300
+    )
+    assert found == {topic_of(2), topic_of(3)}  # block 5 is before the deployment block
+    assert [(q[0], q[1]) for q in node.queries] == [(100, 399), (400, 699), (700, 999), (1_000, 1_000)]
+    # one window up to the head when no range is set; nothing asked for nothing
+    whole = FakeLogsNode(head=1_000, logs={5: topic_of(1)})
+    assert evm.posted_op_keys(whole, "0xc0", [topic_of(1)]) == {topic_of(1)}
+    assert whole.queries == [(0, 1_000, 1)]
+    assert evm.posted_op_keys(whole, "0xc0", []) == set() and len(whole.queries) == 1
+
+
+def test_posted_op_keys_or_lists_topics_in_chunks_and_stops_once_all_are_found() -> None:
+    wanted = [topic_of(i) for i in range(250)]
+    node = FakeLogsNode(head=10_000, logs={10 + i: t for i, t in enumerate(wanted)})
+    assert evm.posted_op_keys(node, "0xc0", wanted, block_range=1_000) == set(wanted)
+    # 250 opKeys: 3 queries (100 + 100 + 50) in the first window, which holds them all: no second window
+    assert node.queries == [(0, 999, 100), (0, 999, 100), (0, 999, 50)]
 
 
 def test_chain_settings_from_env_and_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:

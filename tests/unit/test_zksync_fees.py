@@ -27,12 +27,15 @@ DIFF = {
 }
 
 
-def test_pubdata_counts_initial_and_repeated_writes_and_account_fields() -> None:
-    expected = (
-        zksync_rpc.INITIAL_WRITE_BYTES + zksync_rpc.REPEATED_WRITE_BYTES + 2 * zksync_rpc.ACCOUNT_WRITE_BYTES
-    )
-    assert zksync_rpc.pubdata_bytes(DIFF) == expected
-    assert zksync_rpc.pubdata_bytes({"pre": {}, "post": {}}) == 0
+def test_pubdata_counts_initial_and_repeated_writes_account_fields_and_the_fee_payment() -> None:
+    fee_payment = zksync_rpc.FEE_PAYMENT_WRITES * zksync_rpc.ACCOUNT_WRITE_BYTES
+    slots = zksync_rpc.INITIAL_WRITE_BYTES + zksync_rpc.REPEATED_WRITE_BYTES
+    # the payer's nonce is counted; its balance belongs to the fee payment, counted once
+    assert zksync_rpc.pubdata_bytes(DIFF, SIGNER) == slots + zksync_rpc.ACCOUNT_WRITE_BYTES + fee_payment
+    # a call by someone else: the signer's nonce and balance are two more writes
+    other = "0x" + "77" * 20
+    assert zksync_rpc.pubdata_bytes(DIFF, other) == slots + 2 * zksync_rpc.ACCOUNT_WRITE_BYTES + fee_payment
+    assert zksync_rpc.pubdata_bytes({"pre": {}, "post": {}}, SIGNER) == fee_payment
 
 
 def test_estimate_fee_is_execution_plus_pubdata_plus_overhead() -> None:
@@ -48,7 +51,7 @@ def test_estimate_fee_is_execution_plus_pubdata_plus_overhead() -> None:
 
     fee = zksync_rpc.estimate_fee(upstream, {"from": SIGNER, "to": CONTRACT, "data": "0x"})
     per_byte = zksync_rpc.L1_PUBDATA_PRICE_WEI // 25_000_000
-    assert int(fee["gas_limit"], 16) == 120_000 + zksync_rpc.pubdata_bytes(DIFF) * per_byte + 10_000
+    assert int(fee["gas_limit"], 16) == 120_000 + zksync_rpc.pubdata_bytes(DIFF, SIGNER) * per_byte + 10_000
     assert int(fee["max_fee_per_gas"], 16) == 30_000_000 and fee["max_priority_fee_per_gas"] == "0x0"
     assert int(fee["gas_per_pubdata_limit"], 16) == zksync_rpc.GAS_PER_PUBDATA_LIMIT
     assert calls == ["eth_estimateGas", "debug_traceCall", "eth_getBlockByNumber"]
