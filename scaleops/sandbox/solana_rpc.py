@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import statistics
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
+
+from scaleops.sandbox.jsonrpc import answer, serve
 
 BLOCKHASH_VALIDITY = 150
 COMPUTE_BUDGET = "ComputeBudget111111111111111111111111111111"
@@ -201,48 +202,20 @@ class LiteSvmNode:
         return statistics.median(fees) if fees else 0
 
 
-def make_handler(node: LiteSvmNode) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("content-length", 0))
-            try:
-                request = json.loads(self.rfile.read(length))
-            except ValueError:
-                self.reply(
-                    {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
-                )
-                return
-            if isinstance(request, list):
-                self.reply([self.one(r) for r in request])
-            else:
-                self.reply(self.one(request))
+def answerer(node: LiteSvmNode) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """How the server answers one request: the node's method, or an error saying what went wrong."""
 
-        def one(self, request: dict[str, Any]) -> dict[str, Any]:
-            rid = request.get("id")
-            try:
-                result = node.call(str(request.get("method")), list(request.get("params") or []))
-            except RpcError as exc:
-                return {"jsonrpc": "2.0", "id": rid, "error": {"code": exc.code, "message": str(exc)}}
-            except Exception as exc:  # a malformed request: say what, keep serving
-                return {
-                    "jsonrpc": "2.0",
-                    "id": rid,
-                    "error": {"code": -32602, "message": f"Invalid params: {exc}"},
-                }
-            return {"jsonrpc": "2.0", "id": rid, "result": result}
+    def answer_one(request: dict[str, Any]) -> dict[str, Any]:
+        rid = request.get("id")
+        try:
+            result = node.call(str(request.get("method")), list(request.get("params") or []))
+        except RpcError as exc:
+            return answer(rid, error={"code": exc.code, "message": str(exc)})
+        except Exception as exc:  # a malformed request: say what, keep serving
+            return answer(rid, error={"code": -32602, "message": f"Invalid params: {exc}"})
+        return answer(rid, result=result)
 
-        def reply(self, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
+    return answer_one
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,9 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(LiteSvmNode()))
+    answer_one = answerer(LiteSvmNode())
     print(f"LiteSVM JSON-RPC on http://{args.host}:{args.port}", flush=True)
-    server.serve_forever()
+    serve(args.host, args.port, answer_one)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ overhead. Execution on anvil is EVM execution, not zkEVM: gas used is anvil's, t
 from __future__ import annotations
 
 import argparse
-import json
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+
+from scaleops.sandbox.jsonrpc import answer, serve
 
 L1_PUBDATA_PRICE_WEI = 1_000_000_000  # per pubdata byte: a blob-era L1 price (Era derives it from L1)
 GAS_PER_PUBDATA_LIMIT = 50_000  # what Era's SDKs put in a transaction by default
@@ -27,7 +27,6 @@ REPEATED_WRITE_BYTES = 40  # a slot written before: enumeration index + compress
 ACCOUNT_WRITE_BYTES = 40  # nonce and balance of an account live in system contracts' slots on Era
 FEE_PAYMENT_WRITES = 2  # the payer's balance and the operator's
 EXECUTION_MARGIN_PERCENT = 20
-MAX_BODY_BYTES = 16 * 1024 * 1024
 STATE_DIFF_TRACER = {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}
 
 
@@ -80,11 +79,6 @@ def estimate_fee(upstream: Any, call: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def answer(request_id: Any, **outcome: Any) -> dict[str, Any]:
-    """A JSON-RPC answer: answer(id, result=...) or answer(id, error={code, message})."""
-    return {"jsonrpc": "2.0", "id": request_id, **outcome}
-
-
 class Proxy:
     def __init__(self, upstream_url: str):
         self.url = upstream_url
@@ -98,15 +92,13 @@ class Proxy:
             return answer(request_id, error={"code": -32603, "message": f"upstream node: {exc}"})
 
     def call(self, method: str, params: list[Any]) -> Any:
-        answer = self.forward({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-        if "error" in answer:
-            error = answer["error"]
+        reply = self.forward({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        if "error" in reply:
+            error = reply["error"]
             raise RpcError(int(error.get("code", -32000)), str(error.get("message")))
-        return answer.get("result")
+        return reply.get("result")
 
-    def handle(self, request: Any) -> Any:
-        if not isinstance(request, dict):
-            return answer(None, error={"code": -32600, "message": "invalid request"})
+    def handle(self, request: dict[str, Any]) -> Any:
         if request.get("method") != "zks_estimateFee":
             return self.forward(request)
         try:
@@ -120,43 +112,13 @@ class Proxy:
             return answer(request.get("id"), error={"code": -32603, "message": f"zks_estimateFee: {exc}"})
 
 
-def serve(host: str, port: int, upstream: str) -> None:
-    proxy = Proxy(upstream)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.send_error(413)
-                return
-            try:
-                body = json.loads(self.rfile.read(length))
-            except ValueError:
-                reply: Any = answer(None, error={"code": -32700, "message": "parse error"})
-            else:
-                reply = [proxy.handle(r) for r in body] if isinstance(body, list) else proxy.handle(body)
-            data = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server API
-            return
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scaleops.sandbox.zksync_rpc", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the anvil node's JSON-RPC URL")
     args = parser.parse_args()
-    serve(args.host, args.port, args.upstream)
+    serve(args.host, args.port, Proxy(args.upstream).handle)
 
 
 if __name__ == "__main__":
