@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -74,10 +75,18 @@ def test_replica_streams_from_primary(own_sandbox: Sandbox) -> None:
         primary.execute("insert into lifecycle_probe values ('seen on the replica')")
         lsn = primary.execute("select pg_current_wal_lsn()").fetchone()[0]
     with psycopg.connect(env["SCALEOPS_POSTGRES__REPLICA_DSN"], autocommit=True) as replica:
-        replica.execute(
-            "do $$ begin for i in 1..600 loop exit when pg_last_wal_replay_lsn() >= %s::pg_lsn;"
-            " perform pg_sleep(0.05); end loop; end $$".replace("%s", f"'{lsn}'")
-        )
+        # replay is usually there within milliseconds; a loaded 2-core CI machine once took over 30 s
+        deadline = time.monotonic() + 120
+        while True:
+            replayed, at, received = replica.execute(
+                "select pg_last_wal_replay_lsn() >= %s::pg_lsn, pg_last_wal_replay_lsn(),"
+                " pg_last_wal_receive_lsn()",
+                (str(lsn),),
+            ).fetchone()
+            if replayed:
+                break
+            assert time.monotonic() < deadline, f"replica replayed to {at} (received {received}), not {lsn}"
+            time.sleep(0.05)
         rows = replica.execute("select v from lifecycle_probe").fetchall()
     assert ("seen on the replica",) in rows
 
@@ -101,7 +110,6 @@ def test_a_service_with_one_process_dead_restarts_whole_on_its_ports(own_sandbox
     """One of redis_cluster's three nodes dies: `up` restarts the service whole on the ports it had
     (the live nodes hold them: taken for "busy", they used to be handed out anew, which broke it)."""
     import signal
-    import time
 
     cluster = own_sandbox.service("redis_cluster")
     assert own_sandbox.up(["redis_cluster"])["redis_cluster"]["healthy"]
