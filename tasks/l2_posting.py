@@ -174,8 +174,8 @@ class Poster:
             return self.report
         try:
             self.outbox = outbox_namespace(self.conn)
-            self.check_from_block()
             if not self.opts.dry_run:  # a dry run signs and sends nothing, not even a replacement
+                self.check_from_block()
                 self.reconcile()
                 self.drain()
                 self.track()
