@@ -103,3 +103,17 @@ def test_dead_node_is_transient(outbox_db: str, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(Exception) as caught:
         post(wait_seconds=1)
     check_failure(caught.value, settings.chains["optimism"].signer_key.get_secret_value())  # type: ignore[union-attr]
+
+
+def test_a_dry_run_reports_what_is_pending_without_asking_the_node(
+    outbox_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleops.sandbox.procs import free_port
+
+    settings = load_settings()
+    assert settings.chains["optimism"].from_block > 0  # the check it skips would ask for the head
+    add_ops(settings, "optimism", 2)
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__RPC_URL", f"http://127.0.0.1:{free_port()}")
+    report = post(dry_run=True)
+    assert (report.pending, report.txs, report.problems) == (2, 0, [])
+    assert query(load_settings(), "select count(*) from l2_batches") == [(0,)]
