@@ -3,16 +3,17 @@ leaving the outbox in a state the next run cannot finish exactly once."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import traceback
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from scaleops.retry import is_transient
+from scaleops.sandbox.jsonrpc import answer, make_handler
 from scaleops.settings import load_settings
 from tests.integration.l2_helpers import (
     add_ops,
@@ -26,25 +27,14 @@ from tests.integration.l2_helpers import (
 pytestmark = pytest.mark.integration
 
 
-class RateLimited(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        length = int(self.headers.get("content-length", 0))
-        request = json.loads(self.rfile.read(length) or b"{}")
-        body = {"jsonrpc": "2.0", "id": request.get("id"), "error": {"code": -32005, "message": "rate limit"}}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def rate_limited(request: dict[str, Any]) -> dict[str, Any]:
+    """Every request answered as a provider over its quota answers it."""
+    return answer(request.get("id"), error={"code": -32005, "message": "rate limit"})
 
 
 @pytest.fixture
 def rate_limited_rpc() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(rate_limited))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
