@@ -3,8 +3,10 @@ answer a parse error or each request of a batch, reply. A server only says how t
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -54,3 +56,16 @@ def serve(host: str, port: int, answer_one: Callable[[dict[str, Any]], Any]) -> 
     server = ThreadingHTTPServer((host, port), make_handler(answer_one))
     server.daemon_threads = True
     server.serve_forever()
+
+
+@contextlib.contextmanager
+def serving_in_thread(answer_one: Callable[[dict[str, Any]], Any]) -> Iterator[str]:
+    """A server on a free loopback port in a background thread, for as long as the block runs: its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(answer_one))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,16 +4,14 @@ leaving the outbox in a state the next run cannot finish exactly once."""
 from __future__ import annotations
 
 import socket
-import threading
 import traceback
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from scaleops.retry import is_transient
-from scaleops.sandbox.jsonrpc import answer, make_handler
+from scaleops.sandbox.jsonrpc import answer, serving_in_thread
 from scaleops.settings import load_settings
 from tests.integration.l2_helpers import (
     add_ops,
@@ -34,11 +32,8 @@ def rate_limited(request: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def rate_limited_rpc() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(rate_limited))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving_in_thread(rate_limited) as address:
+        yield address
 
 
 @pytest.fixture

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
-from scaleops.sandbox.jsonrpc import MAX_BODY_BYTES, answer, make_handler
+from scaleops.sandbox.jsonrpc import MAX_BODY_BYTES, answer, serving_in_thread
 
 
 def echo_method(request: dict[str, Any]) -> dict[str, Any]:
@@ -21,11 +19,8 @@ def echo_method(request: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(echo_method))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving_in_thread(echo_method) as address:
+        yield address
 
 
 def test_single_batch_and_bad_requests_get_json_rpc_answers(url: str) -> None:
