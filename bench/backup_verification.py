@@ -26,18 +26,13 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from scaleops.clients import postgres_dsn, s3_bucket, s3_client
+from scaleops.core.clients import postgres_dsn, s3_bucket, s3_client
+from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.manager import Sandbox, apply_env
-from scaleops.settings import Settings, load_settings
-from tasks.postgres import (
-    dump_to_s3,
-    libpq_target,
-    pg_tool,
-    restore_and_check,
-    scratch_name,
-    server_conninfo,
-)
-from tasks.s3 import check_replication, list_objects, upload_stream, wait_for_objects
+from tasks.backup.dump import dump_to_s3, libpq_target, pg_tool, server_conninfo
+from tasks.backup.replication import check_replication, wait_for_objects
+from tasks.backup.restore import restore_and_check, scratch_name
+from tasks.common.s3 import list_objects, upload_stream
 
 MIB = 1024 * 1024
 

@@ -192,8 +192,8 @@ def main(argv: list[str]) -> int:
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from scaleops.core.settings import Settings
     from scaleops.sandbox.manager import Sandbox, apply_env
-    from scaleops.settings import Settings
 
     sandbox = Sandbox(Settings(), ROOT / ".sandbox")
     sandbox.up(["postgres", "prefect"])

@@ -62,7 +62,7 @@ ANOMALY_WINDOWS: dict[str, list[tuple[str, str]]] = {
 
 def load_regular(path: Path) -> tuple[pd.Series, float]:
     """The series on a regular grid at its median step (gaps linearly interpolated)."""
-    from tasks.forecasting import epoch_seconds, infer_step
+    from tasks.capacity.models import epoch_seconds, infer_step
 
     frame = pd.read_csv(path, parse_dates=["timestamp"])
     frame = frame.drop_duplicates("timestamp").sort_values("timestamp")
@@ -108,7 +108,7 @@ def bare_statsforecast(train: pd.Series, h: int, step: float, daily: int) -> tup
 
 
 def run(data: Path, windows: int, max_points: int) -> list[dict[str, object]]:
-    from tasks.forecasting import DAY, forecast_series, point_forecast
+    from tasks.capacity.models import DAY, forecast_series, point_forecast
 
     rows: list[dict[str, object]] = []
     warmed = False

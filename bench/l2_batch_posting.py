@@ -18,11 +18,11 @@ import time
 import uuid
 from typing import Any
 
+from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.manager import Sandbox, apply_env
-from scaleops.settings import Settings, load_settings
-from tasks.l2_posting import PostOptions, post_chain
-from tasks.l2fees import flz_compress_len
-from tasks.outbox import NewOp, add_operations, ensure_schema
+from tasks.l2.evm_poster import PostOptions, post_chain
+from tasks.l2.fees import flz_compress_len
+from tasks.l2.outbox import NewOp, add_operations, ensure_schema
 
 
 def scratch_db(base: str) -> tuple[str, str]:
@@ -90,7 +90,7 @@ def run_mode(base_dsn: str, chain: str, ops: int, batch_ops: int | None) -> dict
 def run_solana_mode(base_dsn: str, ops: int, batch_ops: int) -> dict[str, Any]:
     import psycopg
 
-    from tasks.solana_posting import post_solana_chain
+    from tasks.l2.solana_poster import post_solana_chain
 
     name, dsn = scratch_db(base_dsn)
     os.environ["SCALEOPS_POSTGRES__DSN"] = dsn

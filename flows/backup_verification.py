@@ -10,382 +10,41 @@ grandfather-father-son retention in both regions. One report, one artifact, one 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, time
-from typing import Annotated, Any
+from datetime import date, datetime
+from typing import Annotated
 
 from prefect import get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from scaleops.duties import duty_flow
-from scaleops.redaction import protect
-from scaleops.reporting import DutyReport, publish_report, utcnow
-from scaleops.settings import Settings, load_settings
-from tasks.postgres import (
-    Manifest,
-    ReplicaLag,
-    RestoreResult,
-    backup_database,
-    manifest_key,
-    replica_lag_task,
-    scratch_name,
-)
-from tasks.postgres import (
-    restore_test as restore_test_task,
-)
-from tasks.s3 import (
+from scaleops.core.duties import duty_flow
+from scaleops.core.redaction import protect
+from scaleops.core.reporting import as_datetime, publish_report, utcnow
+from scaleops.core.settings import load_settings
+from tasks.backup.catalog import (
     BackupListing,
-    ReplicationDiff,
-    ReplicationFindings,
     backup_listing,
-    delete_backup_objects,
-    replication_check,
-    wait_for_replica,
+    build_catalog,
+    dump_key,
+    newest_verified,
+    pick_restore_source,
+    replica_copies,
 )
+from tasks.backup.dump import Manifest, backup_database, check_databases, manifest_key
+from tasks.backup.lag import replica_lag_task
+from tasks.backup.replication import ReplicationDiff, replication_check
+from tasks.backup.report import (
+    BackupRecord,
+    BackupReport,
+    RetentionReport,
+    _table,
+    apply_replication,
+    render_markdown,
+)
+from tasks.backup.restore import RestoreResult, scratch_name
+from tasks.backup.restore import restore_test as restore_test_task
+from tasks.backup.retention import delete_backup_objects, plan_retention
 
 NAMESPACE = "backup"
-DUMP_KEY = re.compile(r"^(?P<db>.+)-(?P<ts>\d{8}T\d{6}(?:\.\d{6})?)Z\.dump$")
-MAX_KEYS_IN_MARKDOWN = 25
-
-
-# ------------------------------------------------------------------------------------------------ report
-class BackupRecord(BaseModel):
-    database: str
-    key: str
-    bytes: int
-    sha256: str
-    started_at: datetime
-    finished_at: datetime
-
-
-class ReplicationReport(ReplicationFindings):
-    hashed: int = Field(default=0, description="objects downloaded and hashed in both regions")
-    sampled: int = Field(default=0, description="of those, the deep sample (equal ETags)")
-
-
-class RetentionReport(BaseModel):
-    kept: list[str] = Field(default_factory=list)
-    deleted: list[str] = Field(default_factory=list, description="deleted, or would be on a dry run")
-    dry_run: bool = True
-
-
-class BackupReport(DutyReport):
-    duty: str = "backup-verification"
-    databases: list[str] = Field(default_factory=list)
-    backups: list[BackupRecord] = Field(default_factory=list, description="taken by this run")
-    replication: ReplicationReport = Field(default_factory=ReplicationReport)
-    restore: list[RestoreResult] = Field(default_factory=list, description="one per database")
-    replica_lag: list[ReplicaLag] = Field(default_factory=list)
-    rpo_seconds: float | None = None
-    rto_seconds: float | None = None
-    retention: RetentionReport = Field(default_factory=RetentionReport)
-    newest_verified: dict[str, str] = Field(default_factory=dict, description="database -> dump key")
-    unverified: list[str] = Field(default_factory=list, description="dump objects without a valid manifest")
-    since: dict[str, str] = Field(default_factory=dict, description="finding key -> first seen (ISO time)")
-
-
-# ------------------------------------------------------------------------------------------------ catalog
-class CatalogEntry(BaseModel):
-    """One backup as the primary region holds it."""
-
-    database: str
-    key: str
-    taken_at: datetime
-    bytes: int
-    manifest: Manifest | None = None
-    why_unverified: str | None = None
-
-    @property
-    def verified(self) -> bool:
-        return self.manifest is not None and self.why_unverified is None
-
-
-def dump_key(prefix: str, database: str, when: datetime) -> str:
-    """`<prefix><db>/<db>-<UTC time>Z.dump` (sorts by time; the manifest sits beside it)."""
-    stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    return f"{prefix}{database}/{database}-{stamp}Z.dump"
-
-
-def parse_dump_key(prefix: str, key: str) -> tuple[str, datetime] | None:
-    rest = key.removeprefix(prefix)
-    folder, _, name = rest.partition("/")
-    match = DUMP_KEY.match(name)
-    if not match or match["db"] != folder:
-        return None
-    stamp = match["ts"]
-    fmt = "%Y%m%dT%H%M%S.%f" if "." in stamp else "%Y%m%dT%H%M%S"
-    return folder, datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
-
-
-def build_catalog(prefix: str, listing: BackupListing) -> tuple[list[CatalogEntry], list[str]]:
-    """Backups by database from a listing; a dump counts as verified only with a manifest that names
-    it and agrees with the object's size. Returns (entries newest first, findings about manifests)."""
-    entries: list[CatalogEntry] = []
-    findings: list[str] = []
-    for key, obj in listing.dumps.items():
-        parsed = parse_dump_key(prefix, key)
-        if parsed is None:
-            continue
-        database, taken_at = parsed
-        entry = CatalogEntry(database=database, key=key, taken_at=taken_at, bytes=obj.size)
-        mkey = manifest_key(key)
-        content = listing.manifests.get(mkey)
-        if mkey in listing.unreadable:
-            entry.why_unverified = f"manifest unreadable ({listing.unreadable[mkey]})"
-        elif content is None:
-            entry.why_unverified = "no manifest (the backup did not finish)"
-        else:
-            try:
-                entry.manifest = Manifest.model_validate(content)
-            except ValueError as exc:
-                entry.why_unverified = f"manifest invalid ({str(exc).splitlines()[0]})"
-            else:
-                if entry.manifest.key != key or entry.manifest.bytes != obj.size:
-                    entry.why_unverified = (
-                        f"manifest says {entry.manifest.bytes} bytes of {entry.manifest.key}, "
-                        f"object has {obj.size}"
-                    )
-        entries.append(entry)
-    dumps = set(listing.dumps)
-    for mkey in sorted(set(listing.manifests) | set(listing.unreadable)):
-        if mkey.removesuffix(".manifest.json") + ".dump" not in dumps:
-            findings.append(f"manifest {mkey} has no dump object")
-    entries.sort(key=lambda e: (e.taken_at, e.key), reverse=True)
-    return entries, findings
-
-
-def newest_verified(entries: Iterable[CatalogEntry], database: str, until: datetime) -> CatalogEntry | None:
-    for entry in entries:  # newest first
-        if entry.database == database and entry.verified and entry.taken_at <= until:
-            return entry
-    return None
-
-
-# ------------------------------------------------------------------------------------------------ retention
-def gfs_keep(times: dict[str, datetime], *, daily: int, weekly: int, monthly: int) -> set[str]:
-    """Grandfather-father-son: the newest backup of each of the newest `daily` days, `weekly` ISO weeks
-    and `monthly` months that have a backup. Returns the keys to keep."""
-    ordered = sorted(times, key=lambda k: (times[k], k), reverse=True)
-    keep: set[str] = set()
-    for count, bucket in (
-        (daily, lambda t: t.date()),
-        (weekly, lambda t: t.isocalendar()[:2]),
-        (monthly, lambda t: (t.year, t.month)),
-    ):
-        seen: set[Any] = set()
-        for key in ordered:
-            period = bucket(times[key])
-            if period in seen:
-                continue
-            if len(seen) >= count:
-                break
-            seen.add(period)
-            keep.add(key)
-    return keep
-
-
-def plan_retention(
-    entries: list[CatalogEntry],
-    databases: Iterable[str],
-    *,
-    until: datetime,
-    daily: int,
-    weekly: int,
-    monthly: int,
-) -> tuple[list[str], list[str]]:
-    """(kept, to delete) dump keys. Per database: GFS over verified backups taken up to `until`, always
-    keeping the newest verified one and anything newer than `until`. Dumps without a manifest that are
-    older than the newest verified backup (failed attempts, superseded) are deleted too."""
-    kept: list[str] = []
-    delete: list[str] = []
-    for database in sorted(set(databases)):
-        mine = [e for e in entries if e.database == database]
-        newest = newest_verified(mine, database, until)
-        candidates = {e.key: e.taken_at for e in mine if e.verified and e.taken_at <= until}
-        keep = gfs_keep(candidates, daily=daily, weekly=weekly, monthly=monthly)
-        if newest is not None:
-            keep.add(newest.key)
-        for entry in mine:
-            if entry.verified:
-                (kept if entry.key in keep or entry.taken_at > until else delete).append(entry.key)
-            elif newest is not None and entry.taken_at < newest.taken_at:
-                delete.append(entry.key)
-    return sorted(kept), sorted(delete)
-
-
-# ------------------------------------------------------------------------------------------------ flow
-def as_datetime(as_of: datetime | date | None) -> datetime:
-    """The run's clock: now, a datetime (naive = UTC), or a date (its midnight UTC, as a date string
-    passed on the command line is read too)."""
-    if as_of is None:
-        return utcnow()
-    if isinstance(as_of, datetime):
-        return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    return datetime.combine(as_of, time.min, tzinfo=UTC)
-
-
-def check_databases(names: list[str]) -> list[str]:
-    bad = [n for n in names if not n or len(n) > 63 or "/" in n or n.startswith("scaleops_restore_")]
-    if bad or not names:
-        raise ValueError(f"databases: not valid database names: {bad or names}")
-    return list(dict.fromkeys(names))
-
-
-def apply_replication(report: BackupReport, diff: ReplicationDiff, settings: Settings) -> None:
-    report.replication = ReplicationReport(
-        **diff.model_dump(include=set(ReplicationFindings.model_fields)),
-        hashed=len(diff.to_hash) + len(diff.sampled),
-        sampled=len(diff.sampled),
-    )
-    report.since.update({k: v.isoformat() for k, v in diff.since.items()})
-    s3 = settings.s3
-    where = f"s3://{s3.replica_bucket} ({s3.replica_region})"
-    for label, keys in (
-        ("missing from", diff.missing),
-        ("size differs in", diff.size_mismatch),
-        ("content differs in", diff.checksum_mismatch),
-    ):
-        if keys:
-            report.problem(f"{len(keys)} object(s) {label} {where}: {', '.join(keys[:5])}")
-    if diff.extra:
-        report.problem(
-            f"{len(diff.extra)} object(s) in {where} but not in the primary: {', '.join(diff.extra[:5])}"
-        )
-    sla = settings.backup.replication_sla_seconds
-    if diff.lag_seconds is not None and diff.lag_seconds > sla:
-        report.problem(f"replication lag {diff.lag_seconds:.0f} s is over the SLA of {sla:.0f} s")
-
-
-def pick_restore_source(
-    entries: list[CatalogEntry], database: str, until: datetime, in_replica: set[str]
-) -> CatalogEntry | None:
-    """The newest verified backup whose dump and manifest the replica region holds."""
-    for entry in entries:
-        if (
-            entry.database == database
-            and entry.verified
-            and entry.taken_at <= until
-            and entry.key in in_replica
-        ):
-            return entry
-    return None
-
-
-def render_markdown(report: BackupReport, settings: Settings) -> str:
-    s3 = settings.s3
-    status = "all backups verified" if report.ok else "PROBLEMS FOUND"
-    lines = [f"# Backup verification: {status}", ""]
-    lines.append(f"as of `{report.as_of.isoformat()}` · databases: {', '.join(report.databases)}")
-    lines.append(
-        f"· primary `s3://{s3.primary_bucket}` ({s3.primary_region}) · replica `s3://{s3.replica_bucket}` "
-        f"({s3.replica_region}) · prefix `{settings.backup.prefix}`"
-    )
-    rpo = f"{report.rpo_seconds:.0f} s" if report.rpo_seconds is not None else "no verified backup"
-    rto = f"{report.rto_seconds:.1f} s" if report.rto_seconds is not None else "no restore"
-    lag = report.replication.lag_seconds
-    lines += [
-        "",
-        f"**RPO** {rpo} · **RTO** {rto} · **S3 replication lag** "
-        f"{f'{lag:.1f} s' if lag is not None else 'n/a'}",
-    ]
-    if report.problems:
-        lines += ["", "## What is wrong", ""]
-        lines += [f"- {p}" for p in report.problems]
-        lines += ["", "### How to act", ""]
-        r = report.replication
-        if r.missing or r.size_mismatch or r.checksum_mismatch:
-            lines.append(
-                "- Replica objects missing or different: check the bucket replication rule and its failed-"
-                "replication metrics, then re-copy each key (`aws s3 cp s3://PRIMARY/KEY s3://REPLICA/KEY "
-                "--source-region ... --region ...`) and rerun this duty."
-            )
-        if r.extra:
-            lines.append(
-                "- Objects only in the replica: retention or a person deleted them from the primary only. "
-                "Decide whether the primary lost data (restore it from the replica) or delete the extras."
-            )
-        if any(x.checks_failed for x in report.restore):
-            lines.append(
-                "- A restore check failed: the backup does not reproduce the database. Take a new backup "
-                "now (`scaleops run backup-verification`), and keep the failed one for analysis."
-            )
-        if report.unverified:
-            lines.append(
-                "- Dumps without a manifest: a backup was interrupted between upload and manifest. The "
-                "newest verified backup still stands; look at the failed flow run of that time."
-            )
-    table_rows = []
-    for label, keys in (
-        ("missing", report.replication.missing),
-        ("extra", report.replication.extra),
-        ("size_mismatch", report.replication.size_mismatch),
-        ("checksum_mismatch", report.replication.checksum_mismatch),
-        ("pending", report.replication.pending),
-        ("unverified", report.unverified),
-    ):
-        for key in keys[:MAX_KEYS_IN_MARKDOWN]:
-            table_rows.append(f"| {label} | `{key}` | {report.since.get(key, '')} |")
-        if len(keys) > MAX_KEYS_IN_MARKDOWN:
-            table_rows.append(
-                f"| {label} | ... {len(keys) - MAX_KEYS_IN_MARKDOWN} more (see the JSON report) | |"
-            )
-    if table_rows:
-        lines += ["", "## Findings by object", "", "| finding | key | since |", "|---|---|---|", *table_rows]
-    if report.backups:
-        lines += [
-            "",
-            "## Backups taken",
-            "",
-            "| database | key | bytes | sha256 | seconds |",
-            "|---|---|---|---|---|",
-        ]
-        for b in report.backups:
-            seconds = (b.finished_at - b.started_at).total_seconds()
-            lines.append(f"| {b.database} | `{b.key}` | {b.bytes} | `{b.sha256[:16]}…` | {seconds:.1f} |")
-    if report.newest_verified:
-        lines += ["", "## Newest verified backup", ""]
-        lines += [f"- {db}: `{key}`" for db, key in sorted(report.newest_verified.items())]
-    r = report.replication
-    lines += [
-        "",
-        "## Replication",
-        "",
-        f"{r.objects_checked} object(s) checked from listings; {r.hashed} hashed in both regions "
-        f"({r.sampled} as deep sample); pending within SLA: {len(r.pending)}.",
-    ]
-    for x in report.restore:
-        verdict = "passed" if not x.checks_failed else "FAILED"
-        lines += [
-            "",
-            f"## Restore test {x.database}: {verdict}",
-            "",
-            f"`{x.backup_key}` from the replica region into `{x.scratch_database}` "
-            f"({x.seconds if x.seconds is not None else '-'} s restore, "
-            f"{x.checks_seconds if x.checks_seconds is not None else '-'} s checks; "
-            f"scratch database {'dropped' if x.dropped else 'NOT dropped: drop it by hand'}).",
-            "",
-        ]
-        lines += [f"- failed: {c}" for c in x.checks_failed]
-        lines.append(f"- passed: {len(x.checks_passed)} check(s)")
-    if report.replica_lag:
-        lines += ["", "## PostgreSQL streaming replica", "", "| replica | state | bytes behind | seconds |"]
-        lines.append("|---|---|---|---|")
-        for replica in report.replica_lag:
-            lines.append(
-                f"| {replica.application_name} | {replica.state} | {replica.bytes} | {replica.seconds} |"
-            )
-    t = report.retention
-    lines += [
-        "",
-        f"## Retention ({'dry run: nothing deleted' if t.dry_run else 'applied'})",
-        "",
-        f"kept {len(t.kept)}, {'would delete' if t.dry_run else 'deleted'} {len(t.deleted)}"
-        f" (GFS {settings.backup.keep_daily} daily / {settings.backup.keep_weekly} weekly / "
-        f"{settings.backup.keep_monthly} monthly, both regions)",
-    ]
-    lines += [f"- `{k}`" for k in t.deleted[:MAX_KEYS_IN_MARKDOWN]]
-    return "\n".join(lines)
 
 
 @duty_flow("backup-verification", NAMESPACE)
@@ -548,34 +207,3 @@ def backup_verification(
         redactor=redactor,
     )
     return report
-
-
-def replica_copies(
-    settings: Settings, entries: list[CatalogEntry], listing: BackupListing, keys: set[str], wait: float
-) -> set[str]:
-    """Which of these dumps the replica region holds with their manifests (waiting up to `wait` s)."""
-    expected: dict[str, int] = {}
-    for entry in entries:
-        if entry.key in keys:
-            mkey = manifest_key(entry.key)
-            expected[entry.key] = entry.bytes
-            expected[mkey] = listing.manifest_sizes.get(mkey, -1)
-    if not expected:
-        return set()
-    present: set[str] = wait_for_replica(settings, expected, wait)
-    return {k for k in present if k.endswith(".dump") and manifest_key(k) in present}
-
-
-def _table(report: BackupReport) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    r = report.replication
-    for finding, keys in (
-        ("missing", r.missing),
-        ("extra", r.extra),
-        ("size_mismatch", r.size_mismatch),
-        ("checksum_mismatch", r.checksum_mismatch),
-        ("pending", r.pending),
-        ("unverified", report.unverified),
-    ):
-        rows += [{"finding": finding, "key": k, "since": report.since.get(k, "")} for k in keys]
-    return rows[:500]

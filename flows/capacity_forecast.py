@@ -12,195 +12,27 @@ time. One table artifact, one markdown artifact with a chart per series.
 from __future__ import annotations
 
 import logging
-import math
-from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from pydantic import BaseModel, Field
-
-from scaleops.duties import duty_flow
-from scaleops.redaction import Redactor, protect
-from scaleops.reporting import DutyReport, flush_events, publish_report, utcnow
-from scaleops.settings import SeriesSettings, Settings, load_settings
-from tasks.forecasting import (
-    DAY,
-    WEEK,
+from scaleops.core.duties import duty_flow
+from scaleops.core.redaction import protect
+from scaleops.core.reporting import flush_events, publish_report, utcnow
+from scaleops.core.settings import SeriesSettings, load_settings
+from tasks.capacity.analysis import PARALLEL_FROM, analyse_series, fill_result
+from tasks.capacity.charts import chart_for
+from tasks.capacity.models import (
     Forecast,
-    SeriesData,
-    breach,
     forecast_many,
-    infer_step,
     parse_duration,
-    recommend,
 )
-from tasks.series_validation import Validated, validate_series
+from tasks.capacity.report import CapacityReport, SeriesResult, emit_breach_event, fmt_time, render_markdown
+from tasks.capacity.sources import fetch_all
+from tasks.capacity.validation import Validated
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "capacity"
-PARALLEL_FROM = 8  # fewer series than this are fitted in this process (spawning workers costs more)
-
-
-class SeriesResult(BaseModel):
-    """One series' outcome: validation, model, CV error, breach dates, recommendation."""
-
-    name: str
-    source: str
-    unit: str = ""
-    threshold: float
-    status: str = "ok"  # ok | breach-within-lead-time | invalid | fetch-failed | forecast-failed
-    failures: list[str] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-    points: int = 0
-    step_seconds: float | None = None
-    last_value: float | None = None
-    model: str | None = None
-    cv_mase: float | None = None
-    cv_mae: dict[str, float] = Field(default_factory=dict)
-    breach_at: datetime | None = None
-    breach_at_upper: datetime | None = None
-    breach_at_lower: datetime | None = None
-    lead_time_days: float | None = None
-    peak_upper_95: float | None = None
-    recommendation: str | None = None
-    recommended_units: int | None = None
-    monthly_cost: float | None = None
-    event_emitted: bool = False
-
-
-class CapacityReport(DutyReport):
-    duty: str = "capacity-forecast"
-    horizon: str = ""
-    lookback: str = ""
-    series: list[SeriesResult] = Field(default_factory=list)
-
-
-def min_points_for(step_seconds: float) -> int:
-    """Two cycles of the longest season that can be used: two days of points for sub-daily series."""
-    if step_seconds <= DAY / 2:
-        return max(16, math.ceil(2 * DAY / step_seconds))
-    return 16
-
-
-def analyse_series(
-    data: SeriesData,
-    *,
-    as_of: float,
-    horizon_seconds: float | None = None,
-    horizon_steps_: int | None = None,
-    bounds: tuple[float | None, float | None] | None = None,
-    max_staleness_seconds: float = 7200,
-    max_gap_steps: int = 6,
-) -> tuple[Validated, dict[str, Any] | None, float]:
-    """Validate one series; when it passes, the keyword arguments of `forecast_series` for it."""
-    step = data.step_seconds
-    if step is None and len(data.timestamps) >= 2:
-        step = infer_step(data.timestamps)
-    step = float(step or 1.0)
-    checked = validate_series(
-        data.timestamps,
-        data.values,
-        step_seconds=step,
-        as_of=as_of,
-        bounds=bounds,
-        max_staleness_seconds=max_staleness_seconds,
-        max_gap_steps=max_gap_steps,
-        min_points=min_points_for(step),
-    )
-    if not checked.ok:
-        return checked, None, step
-    h = horizon_steps_ or max(1, math.ceil((horizon_seconds or WEEK) / step))
-    job = {"values": checked.values, "step_seconds": step, "horizon": h, "bounds": bounds}
-    return checked, job, step
-
-
-def fetch_all(settings: Settings, specs: list[SeriesSettings], start: float, end: float) -> list[SeriesData]:
-    """One batch task per source system, run concurrently; results in the order of `specs`."""
-    from tasks.cloudwatch import cloudwatch_fetch
-    from tasks.metric_files import csv_fetch
-    from tasks.postgres import postgres_fetch
-    from tasks.prometheus import prometheus_fetch
-
-    by_source: dict[str, list[SeriesSettings]] = defaultdict(list)
-    for spec in specs:
-        by_source[spec.source].append(spec)
-    futures = []
-    for source, group in by_source.items():
-        n = len(group)
-        if source == "prometheus":
-            futures.append((group, prometheus_fetch.submit(settings, group, start, end, n)))
-        elif source == "cloudwatch":
-            futures.append((group, cloudwatch_fetch.submit(settings, group, start, end, n)))
-        elif source == "postgres":
-            futures.append((group, postgres_fetch.submit(settings, group, start, end, n)))
-        else:
-            futures.append((group, csv_fetch.submit(group, start, end, n)))
-    found: dict[str, SeriesData] = {}
-    for group, future in futures:
-        state = future.wait() or future.state
-        if state is not None and not state.is_completed():
-            for spec in group:
-                found[spec.name] = SeriesData(spec.name, error=f"fetch failed: {state.message or state.name}")
-            continue
-        for item in future.result():
-            found[item.name] = item
-    return [found[spec.name] for spec in specs]
-
-
-def fmt_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
-
-
-def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
-    breaching = [s for s in report.series if s.status == "breach-within-lead-time"]
-    failing = [s for s in report.series if s.status not in ("ok", "breach-within-lead-time")]
-    lines = [
-        f"# Capacity forecast: {len(breaching)} breach(es) within lead time, "
-        f"{len(failing)} series not forecast",
-        "",
-        f"as of `{report.as_of.isoformat()}`, lookback {report.lookback}, horizon {report.horizon}",
-        "",
-        "| series | model | CV MASE | last | threshold | breach (mean) | earliest (upper 95%) | "
-        "latest (lower 95%) | recommendation |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in report.series:
-        lines.append(
-            f"| {s.name} | {s.model or s.status} | {'' if s.cv_mase is None else f'{s.cv_mase:.2f}'} | "
-            f"{'' if s.last_value is None else f'{s.last_value:.4g}'} {s.unit} | {s.threshold:g} {s.unit} | "
-            f"{fmt_time(s.breach_at)} | {fmt_time(s.breach_at_upper)} | {fmt_time(s.breach_at_lower)} | "
-            f"{s.recommendation or ''} |"
-        )
-    for s in report.series:
-        lines += ["", f"## {s.name} ({s.source}): {s.status}"]
-        if s.breach_at_upper:
-            earliest, latest = fmt_time(s.breach_at_upper), fmt_time(s.breach_at_lower)
-            lines.append(
-                f"- crosses {s.threshold:g} {s.unit} around **{fmt_time(s.breach_at)}** "
-                f"(between {earliest} and {latest if s.breach_at_lower else 'after the horizon'})"
-            )
-        if s.recommendation:
-            lines.append(f"- recommendation: {s.recommendation}")
-        for failure in s.failures:
-            lines.append(f"- failed: {failure}")
-        for note in s.notes:
-            lines.append(f"- note: {note}")
-        if s.name in charts:
-            lines += ["", f"![{s.name}]({charts[s.name]})"]
-    return "\n".join(lines)
-
-
-def emit_breach_event(result: SeriesResult, redactor: Redactor) -> None:
-    from prefect.events import emit_event
-
-    emit_event(
-        event=f"scaleops.{NAMESPACE}.breach-forecast",
-        resource={"prefect.resource.id": result.name, "scaleops.duty": "capacity-forecast"},
-        payload=redactor.data(result.model_dump(mode="json")),
-    )
 
 
 @duty_flow("capacity-forecast", NAMESPACE)
@@ -319,58 +151,3 @@ def capacity_forecast(
     )
     flush_events()
     return report
-
-
-def fill_result(
-    result: SeriesResult,
-    spec: SeriesSettings,
-    fc: Forecast,
-    checked: Validated,
-    step: float,
-    as_of: datetime,
-    default_lead_time: str,
-    headroom: float,
-) -> None:
-    """Breach dates, lead time verdict and recommendation for one forecast series."""
-    frame = fc.frame(pd.Timestamp(checked.timestamps[-1], unit="s", tz="UTC"), step)
-    found = breach(frame, spec.threshold, spec.direction)
-    result.model, result.cv_mase = fc.model, round(fc.cv_mase, 4)
-    result.cv_mae = {k: round(v, 6) for k, v in fc.cv_mae.items()}
-    result.breach_at = found.breach_at
-    result.breach_at_upper, result.breach_at_lower = found.breach_at_upper, found.breach_at_lower
-    result.peak_upper_95 = round(found.peak_upper, 6)
-    lead = timedelta(seconds=parse_duration(spec.lead_time or default_lead_time))
-    result.lead_time_days = lead.total_seconds() / DAY
-    if found.breach_at_upper is not None and found.breach_at_upper - as_of <= lead:
-        result.status = "breach-within-lead-time"
-    advice = recommend(
-        found.peak_upper,
-        spec.threshold,
-        capacity_per_unit=spec.capacity_per_unit,
-        unit_cost_per_month=spec.unit_cost_per_month,
-        unit=spec.unit,
-        headroom=headroom,
-        direction=spec.direction,
-    )
-    if advice:
-        result.recommended_units, result.monthly_cost = advice.units, advice.monthly_cost
-        result.recommendation = advice.text
-        if advice.units and found.breach_at_upper:
-            result.recommendation += f", before {fmt_time(found.breach_at_upper)}"
-
-
-def chart_for(
-    result: SeriesResult, spec: SeriesSettings, fc: Forecast, checked: Validated, step: float
-) -> str:
-    from tasks.capacity_charts import data_uri, forecast_chart
-
-    frame = fc.frame(pd.Timestamp(checked.timestamps[-1], unit="s", tz="UTC"), step)
-    png = forecast_chart(
-        np.asarray(checked.timestamps),
-        np.asarray(checked.values),
-        frame,
-        threshold=spec.threshold,
-        title=f"{spec.name}: {fc.model}, CV MASE {fc.cv_mase:.2f}",
-        unit=spec.unit,
-    )
-    return data_uri(png)

@@ -13,67 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from pydantic import Field
-
-from scaleops.duties import duty_flow
-from scaleops.redaction import protect
-from scaleops.reporting import DutyReport, publish_report, utcnow
-from scaleops.retry import io_task
-from scaleops.settings import Settings, load_settings
-from tasks.l2_posting import ChainReport, PostOptions, post_chain
-from tasks.solana_posting import post_solana_chain
-
-
-class L2PostingReport(DutyReport):
-    duty: str = "l2-batch-posting"
-    chains: dict[str, ChainReport] = Field(default_factory=dict)
-
-
-@io_task(task_run_name="l2-post-{chain}")
-def post_chain_task(settings: Settings, chain: str, options: PostOptions) -> ChainReport:
-    from prefect import get_run_logger
-
-    if settings.chains[chain].kind == "solana":
-        return post_solana_chain(settings, chain, options, get_run_logger())
-    return post_chain(settings, chain, options, get_run_logger())
-
-
-def select_chains(settings: Settings, chain: str | None) -> list[str]:
-    if chain is not None:
-        name = chain.lower()
-        if name not in settings.chains:
-            known = ", ".join(sorted(settings.chains)) or "none (set SCALEOPS_CHAINS__<NAME>__...)"
-            raise ValueError(f"chain: unknown chain {chain!r}; configured: {known}")
-        return [name]
-    return sorted(settings.chains)
-
-
-def render_markdown(report: L2PostingReport) -> str:
-    lines = [
-        f"# L2 batch posting: {'OK' if report.ok else 'PROBLEMS FOUND'}",
-        "",
-        f"as of `{report.as_of.isoformat()}`",
-        "",
-        "| chain | kind | ops posted | batches | txs | gas used | L2 fee (wei) | L1 fee (wei) | fee/op "
-        "| bumped | reorged | failed | fee-capped | pending | lamports | max tx bytes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, c in report.chains.items():
-        lines.append(
-            f"| {name} | {c.kind} | {c.ops_posted} | {c.batches} | {c.txs} | {c.gas_used} | {c.l2_fee_wei} "
-            f"| {c.l1_fee_wei} | {c.fee_per_op} | {c.bumped} | {c.reorged} | {c.failed} | {c.fee_capped} "
-            f"| {c.pending} | {c.lamports if c.lamports is not None else '-'} "
-            f"| {c.max_tx_bytes if c.max_tx_bytes is not None else '-'} |"
-        )
-    if report.problems:
-        lines += ["", "## Problems", *[f"- {p}" for p in report.problems]]
-    return "\n".join(lines)
-
-
-def outcome(report: L2PostingReport) -> str:
-    if any(c.fee_capped for c in report.chains.values()):
-        return "fee-cap"
-    return "posted" if report.ok else "failed"
+from scaleops.core.duties import duty_flow
+from scaleops.core.redaction import protect
+from scaleops.core.reporting import publish_report, utcnow
+from scaleops.core.settings import load_settings
+from tasks.l2.chains import post_chain_task, select_chains
+from tasks.l2.evm_poster import ChainReport, PostOptions
+from tasks.l2.report import L2PostingReport, outcome, render_markdown
 
 
 @duty_flow("l2-batch-posting", "l2")

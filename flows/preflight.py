@@ -11,14 +11,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from scaleops.duties import duty_flow
-from scaleops.redaction import protect
-from scaleops.reporting import DutyReport, publish_report, utcnow
-from scaleops.settings import Settings, load_settings
-from tasks.health import Check
-from tasks.postgres import postgres_health
-from tasks.redis import redis_health
-from tasks.s3 import s3_health
+from scaleops.core.duties import duty_flow
+from scaleops.core.redaction import protect
+from scaleops.core.reporting import DutyReport, publish_report, utcnow
+from scaleops.core.settings import Settings, load_settings
+from tasks.common.health import Check, postgres_health, redis_health, s3_health
 
 System = Literal[
     "postgres_primary", "postgres_replica", "redis_standalone", "redis_cluster", "s3_primary", "s3_replica"

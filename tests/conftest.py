@@ -18,8 +18,8 @@ def sandbox_env() -> Iterator[dict[str, str]]:
     """Every service of the sandbox in ROOT/.sandbox, up and healthy; yields its settings."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from scaleops.core.settings import Settings
     from scaleops.sandbox.manager import Sandbox
-    from scaleops.settings import Settings
 
     sandbox = Sandbox(Settings(), ROOT / ".sandbox")
     sandbox.up()

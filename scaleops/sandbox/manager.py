@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from scaleops.core.settings import Settings
 from scaleops.sandbox.procs import free_port, port_is_free, tail
 from scaleops.sandbox.registry import SERVICES
 from scaleops.sandbox.services import SandboxError, Service
-from scaleops.settings import Settings
 
 Progress = Callable[[str], None]
 

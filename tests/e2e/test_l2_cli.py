@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scaleops.reporting import artifact_key
-from tests.integration.l2_helpers import drop_database, fresh_database
+from scaleops.core.reporting import artifact_key
+from tests.integration.l2.helpers import drop_database, fresh_database
 
 pytestmark = pytest.mark.e2e
 

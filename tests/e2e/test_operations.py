@@ -20,8 +20,8 @@ import httpx
 import pytest
 import yaml
 
+from scaleops.core.settings import Settings
 from scaleops.sandbox.manager import Sandbox
-from scaleops.settings import Settings
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

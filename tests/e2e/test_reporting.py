@@ -12,9 +12,9 @@ import httpx
 import pytest
 from prefect import flow
 
-from scaleops.duties import duty_flow
-from scaleops.redaction import Redactor, protect
-from scaleops.reporting import DutyReport, artifact_key, publish_report
+from scaleops.core.duties import duty_flow
+from scaleops.core.redaction import Redactor, protect
+from scaleops.core.reporting import DutyReport, artifact_key, publish_report
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-secret-value-123"

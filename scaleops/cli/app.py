@@ -1,0 +1,305 @@
+"""The `scaleops` command line."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from scaleops.cli.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    err,
+    load_cli_settings,
+    out,
+    print_json,
+    progress,
+)
+from scaleops.core.settings import Settings
+
+app = typer.Typer(
+    help="scaleops: a Web3 platform's scaling and reliability duties as Prefect flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show and check the effective settings.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The local sandbox of real services on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+# ------------------------------------------------------------------------------------------------ config
+@config_app.command("show")
+def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print the effective settings, every secret masked."""
+    data = load_cli_settings().masked()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("setting", "value", box=None)
+
+    def rows(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                rows(f"{prefix}__{key.upper()}" if prefix else key.upper(), inner)
+        else:
+            name = "PREFECT_API_URL" if prefix == "PREFECT_API_URL" else f"SCALEOPS_{prefix}"
+            table.add_row(name, "" if value is None else str(value))
+
+    rows("", data)
+    out.print(table)
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the settings; exit 2 naming each bad field."""
+    load_cli_settings()
+    err.print("[green]settings are valid[/green]")
+
+
+# ------------------------------------------------------------------------------------------------ sandbox
+def _sandbox() -> Any:
+    from scaleops.sandbox.manager import Sandbox
+
+    return Sandbox(load_cli_settings())
+
+
+def _sandbox_error(exc: Exception) -> typer.Exit:
+    err.print(f"[red]sandbox:[/red] {escape(str(exc))}", highlight=False)
+    return typer.Exit(EXIT_FAILED)
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated services (their dependencies come too)")
+    ] = None,
+) -> None:
+    """Start the sandbox's services (idempotent: running ones are left alone) and wait until healthy."""
+    from scaleops.sandbox.services import SandboxError
+
+    sandbox = _sandbox()
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    try:
+        status = sandbox.up(names, progress=progress)
+    except SandboxError as exc:
+        raise _sandbox_error(exc) from None
+    _print_status(status)
+    err.print(f'settings for this sandbox: eval "$(scaleops sandbox env)"  (state in {sandbox.dir})')
+
+
+@sandbox_app.command("down")
+def sandbox_down(purge: Annotated[bool, typer.Option(help="also delete all sandbox data")] = False) -> None:
+    """Stop the sandbox's own processes (by PID)."""
+    _sandbox().down(purge=purge, progress=progress)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    table = Table("service", "healthy", "url", "pids", box=None)
+    for name, entry in status.items():
+        mark = "[green]yes[/green]" if entry["healthy"] else "[red]no[/red]"
+        table.add_row(name, mark, entry["url"] or "-", ",".join(map(str, entry["pids"])) or "-")
+    err.print(table)
+
+
+@sandbox_app.command("status")
+def sandbox_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON keyed by service")] = False,
+) -> None:
+    """Show each service: healthy or not, URL, PIDs. Exit 1 when any is unhealthy."""
+    status = _sandbox().status()
+    if as_json:
+        print_json(status)
+    else:
+        _print_status(status)
+    if not all(entry["healthy"] for entry in status.values()):
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+@sandbox_app.command("env")
+def sandbox_env(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print `export` lines that point scaleops at the sandbox: eval "$(scaleops sandbox env)"."""
+    from scaleops.sandbox.services import SandboxError
+
+    try:
+        values = _sandbox().env()
+    except SandboxError as exc:
+        raise _sandbox_error(exc) from None
+    if as_json:
+        print_json(values)
+        return
+    for key, value in values.items():
+        sys.stdout.write(f"export {key}={shlex.quote(value)}\n")
+
+
+# ------------------------------------------------------------------------------------------------ duties
+@app.command("duties")
+def duties() -> None:
+    """List the duties `scaleops run` knows."""
+    from scaleops.core.duties import DUTIES
+
+    table = Table("duty", "events", "what it does", box=None)
+    for duty in DUTIES.values():
+        table.add_row(duty.name, f"scaleops.{duty.events}.*", duty.summary)
+    out.print(table)
+
+
+@app.command("run")
+def run(
+    duty: Annotated[str, typer.Argument(help="duty name (see `scaleops duties`)")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="flow parameter key=value (JSON values parsed)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
+) -> None:
+    """Run one duty's flow now (against PREFECT_API_URL when set).
+
+    Exit 0: completed, every check passed; 1: completed and found problems; 2: failed or bad input.
+    """
+    from scaleops.cli.runner import BadInput, exit_code, parse_params, run_duty
+    from scaleops.core.redaction import Redactor
+
+    settings = load_cli_settings()
+    redactor = Redactor(settings.secrets())
+    try:
+        report = run_duty(duty, parse_params(param or []))
+    except BadInput as exc:
+        err.print(f"[red]bad input:[/red] {escape(redactor.text(str(exc)))}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except Exception as exc:
+        err.print(f"[red]{escape(duty)} failed:[/red] {escape(redactor.text(str(exc)))}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        sys.stdout.write(redactor.text(report.model_dump_json(indent=2)) + "\n")
+    else:
+        verdict = "[green]ok[/green]" if report.ok else "[red]problems found[/red]"
+        err.print(f"{duty}: {verdict}")
+        for problem in report.problems:
+            err.print(f"  - {escape(redactor.text(problem))}", highlight=False)
+    raise typer.Exit(exit_code(report))
+
+
+@app.command("demo")
+def demo() -> None:
+    """Bring the sandbox up and run every duty once against it; print a summary and the Prefect UI."""
+    from scaleops.cli.runner import run_duty
+    from scaleops.core.duties import DUTIES
+    from scaleops.core.redaction import Redactor
+    from scaleops.sandbox.manager import Sandbox, apply_env
+    from scaleops.sandbox.services import SandboxError
+
+    sandbox = Sandbox(load_cli_settings())
+    err.print("[bold]starting the sandbox[/bold]")
+    try:
+        status = sandbox.up(progress=progress)
+    except SandboxError as exc:
+        raise _sandbox_error(exc) from None
+    apply_env(sandbox.env())
+    settings = load_cli_settings()
+    redactor = Redactor(settings.secrets())
+    err.print("[bold]deploying prefect.yaml[/bold] (schedules, alert triggers, the sandbox worker runs them)")
+    deployed = _deploy_all(sandbox.dir / "logs" / "deploy.log")
+    if not deployed:
+        err.print(f"  [yellow]prefect deploy failed; see {sandbox.dir / 'logs' / 'deploy.log'}[/yellow]")
+    found_problems = False
+    queued = _queue_demo_operations(settings)
+    if queued:
+        err.print(f"queued {queued} demo operations in the outbox for l2-batch-posting to post")
+    table = Table("duty", "result", "seconds", "problems", box=None)
+    worst = EXIT_OK
+    for name in DUTIES:
+        err.print(f"[bold]running {name}[/bold]")
+        try:
+            report = run_duty(name, {})
+        except Exception as exc:
+            table.add_row(name, "[red]failed[/red]", "-", escape(redactor.text(str(exc))))
+            worst = EXIT_FAILED
+            continue
+        seconds = (report.finished_at or report.started_at) - report.started_at
+        result = "[green]ok[/green]" if report.ok else "[yellow]problems[/yellow]"
+        table.add_row(
+            name, result, f"{seconds.total_seconds():.1f}", escape(redactor.text("; ".join(report.problems)))
+        )
+        if not report.ok:
+            found_problems = True
+    out.print(table)
+    ui = status["prefect"]["url"]
+    out.print(f"Prefect UI: {ui}  (flow runs, artifacts and events of this demo are there)")
+    out.print(f'Use this sandbox from a shell: eval "$({os.path.basename(sys.argv[0])} sandbox env)"')
+    if found_problems:
+        out.print("A duty that finds problems did its job: its report and artifact say what and where.")
+    # the demo succeeded when every duty ran; findings are the point of running them, not a failure
+    raise typer.Exit(worst)
+
+
+def _queue_demo_operations(settings: Settings, per_chain: int = 20) -> int:
+    """A few operations per configured chain, new keys each demo, so l2-batch-posting has work."""
+    import hashlib
+    import time
+
+    from scaleops.core.clients import postgres_connect
+    from tasks.l2.outbox import NewOp, add_operations, ensure_schema
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    added = 0
+    with postgres_connect(settings) as conn:
+        ensure_schema(conn)
+        for chain, config in settings.chains.items():
+            kind = "memo" if config.kind == "solana" else "anchor"
+            ops = [
+                NewOp(
+                    f"demo:{stamp}:{chain}:{i}",
+                    kind,
+                    {"sha256": hashlib.sha256(f"{stamp}:{chain}:{i}".encode()).hexdigest()},
+                )
+                for i in range(per_chain)
+            ]
+            added += add_operations(conn, chain, ops)[0]
+        conn.commit()
+    return added
+
+
+def _deploy_all(log: Path) -> bool:
+    """`prefect --no-prompt deploy --all` from the project root (PREFECT_API_URL from the environment)."""
+    import subprocess
+
+    from scaleops.sandbox.services import PROJECT_ROOT
+
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            cwd=PROJECT_ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    return result.returncode == 0
+
+
+def _register_command_groups() -> None:
+    from scaleops.cli import alerts, backfill, db, forecast, outbox
+
+    app.add_typer(alerts.app, name="alerts")
+    app.add_typer(db.app, name="db")
+    app.add_typer(outbox.app, name="outbox")
+    app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)
+    app.command("forecast", no_args_is_help=True)(forecast.forecast)
+
+
+_register_command_groups()
+
+
+def main() -> None:  # pragma: no cover - console script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

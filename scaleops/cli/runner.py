@@ -1,0 +1,71 @@
+"""Run a duty's flow by name with `key=value` parameters: what `scaleops run` and the demo call.
+
+Exit codes: 0 the duty completed and every check passed; 1 it completed and found problems;
+2 it failed, or its input (settings, duty name, parameters) was bad.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from scaleops.cli.console import EXIT_OK, EXIT_PROBLEMS
+from scaleops.core.duties import get_duty
+from scaleops.core.reporting import DutyReport
+
+
+class BadInput(ValueError):
+    """The duty name or a parameter is wrong; the message names it."""
+
+
+class DutyFailed(RuntimeError):
+    """The flow run ended in a failed or crashed state."""
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`["limit=10", "dry_run=false", "name=x"]` -> values parsed as JSON where they are JSON."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadInput(f"--param {pair!r}: expected key=value")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def check_params(flow: Any, duty: str, params: dict[str, Any]) -> None:
+    """Unknown names and wrong types fail here, before any flow run is created."""
+    known = set(flow.parameters.properties)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise BadInput(f"unknown parameter(s) for {duty}: {', '.join(unknown)}; known: {listed}")
+    try:
+        flow.validate_parameters(params)
+    except Exception as exc:  # prefect's ParameterTypeError names the field and the expected type
+        raise BadInput(f"bad parameter for {duty}: {exc}") from None
+
+
+def run_duty(name: str, params: dict[str, Any]) -> DutyReport:
+    """Run the duty's flow in this process (against PREFECT_API_URL when set); return its report."""
+    try:
+        duty = get_duty(name)
+    except KeyError as exc:
+        raise BadInput(str(exc.args[0])) from None
+    flow = duty.load()
+    check_params(flow, name, params)
+    state = flow(**params, return_state=True)
+    if not state.is_completed():
+        raise DutyFailed(f"{name}: flow run ended {state.name}: {state.message or ''}".strip())
+    report = state.result()
+    if not isinstance(report, DutyReport):
+        raise DutyFailed(f"{name}: flow returned {type(report).__name__}, not a report")
+    return report
+
+
+def exit_code(report: DutyReport) -> int:
+    return EXIT_OK if report.ok else EXIT_PROBLEMS

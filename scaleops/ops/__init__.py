@@ -1,0 +1,1 @@
+"""Operations around the duties: the alert bridge (Alertmanager/Grafana -> Prefect events) and backfills."""

@@ -1,0 +1,206 @@
+"""Replication check (duty backup-verification): does the replica region hold the same bytes as the
+primary? Listing diff, hashing only what listings cannot decide, plus a deep sample."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
+from botocore.exceptions import FlexibleChecksumError
+from pydantic import BaseModel, Field
+
+from scaleops.core.clients import s3_bucket, s3_client
+from scaleops.core.retry import io_task
+from scaleops.core.settings import Settings
+from tasks.common.s3 import ObjectInfo, hash_object, list_objects
+
+log = logging.getLogger(__name__)
+
+
+class ReplicationFindings(BaseModel):
+    """What a replication check found, by class of fault (lists of object keys)."""
+
+    objects_checked: int = 0
+    missing: list[str] = Field(default_factory=list)
+    extra: list[str] = Field(default_factory=list)
+    size_mismatch: list[str] = Field(default_factory=list)
+    checksum_mismatch: list[str] = Field(default_factory=list)
+    pending: list[str] = Field(default_factory=list)
+    lag_seconds: float | None = None
+
+
+class ReplicationDiff(ReplicationFindings):
+    """Primary vs replica, from listings; `to_hash` are the pairs the listing cannot decide."""
+
+    to_hash: list[str] = Field(default_factory=list, description="ETags differ and are not both MD5s")
+    sampled: list[str] = Field(default_factory=list, description="equal ETags, hashed anyway (deep sample)")
+    since: dict[str, datetime] = Field(default_factory=dict, description="flagged key -> its LastModified")
+
+
+def is_plain_md5(etag: str) -> bool:
+    """A single-part upload's ETag is the MD5 of its bytes; a multipart one ends in `-<parts>`."""
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+
+
+def diff_listings(
+    primary: dict[str, ObjectInfo],
+    replica: dict[str, ObjectInfo],
+    *,
+    now: datetime,
+    sla_seconds: float,
+    deep_sample: float = 0.0,
+    seed: int = 0,
+) -> ReplicationDiff:
+    """Decide what the listings can decide; name the pairs that need hashing.
+
+    Equal ETags mean equal bytes. Different ETags that are both plain MD5s mean different bytes.
+    Any other difference (a multipart ETag on either side: part sizes may differ) goes to `to_hash`.
+    Objects younger than the SLA that are missing or differ in size are `pending`, not errors.
+    `deep_sample` of the pairs with equal ETags are hashed anyway (catches what ETags cannot).
+    """
+    diff = ReplicationDiff(objects_checked=len(primary))
+    equal: list[str] = []
+    for key in sorted(primary):
+        p = primary[key]
+        r = replica.get(key)
+        young = (now - p.last_modified).total_seconds() < sla_seconds
+        if r is None or r.size != p.size:
+            if young:
+                diff.pending.append(key)
+            elif r is None:
+                diff.missing.append(key)
+            else:
+                diff.size_mismatch.append(key)
+        elif r.etag == p.etag:
+            equal.append(key)
+        elif is_plain_md5(r.etag) and is_plain_md5(p.etag):
+            diff.checksum_mismatch.append(key)
+        else:
+            diff.to_hash.append(key)
+    diff.extra = sorted(set(replica) - set(primary))
+    for key in diff.missing + diff.size_mismatch + diff.checksum_mismatch + diff.pending + diff.to_hash:
+        diff.since[key] = primary[key].last_modified
+    for key in diff.extra:
+        diff.since[key] = replica[key].last_modified
+    if deep_sample > 0 and equal:
+        count = min(len(equal), max(1, math.ceil(len(equal) * deep_sample)))
+        diff.sampled = sorted(random.Random(seed).sample(equal, count))
+    if primary:
+        newest = max(primary.values(), key=lambda o: (o.last_modified, o.key))
+        copy = replica.get(newest.key)
+        if copy is not None and copy.size == newest.size:
+            diff.lag_seconds = max(0.0, (copy.last_modified - newest.last_modified).total_seconds())
+        else:  # not copied yet: the lag is at least its age
+            diff.lag_seconds = max(0.0, (now - newest.last_modified).total_seconds())
+    return diff
+
+
+def hash_pairs(
+    primary_client: Any,
+    primary_bucket: str,
+    replica_client: Any,
+    replica_bucket: str,
+    keys: list[str],
+    *,
+    workers: int = 8,
+) -> dict[str, tuple[str, str]]:
+    """key -> (primary SHA-256, replica SHA-256), downloads streamed in parallel."""
+    if not keys:
+        return {}
+
+    def safe_hash(client: Any, bucket: str, key: str) -> str:
+        try:
+            return hash_object(client, bucket, key)[0]
+        except FlexibleChecksumError as exc:  # S3's stored checksum disagrees with the bytes it served
+            return f"checksum error: {exc}"
+
+    def one(key: str) -> tuple[str, tuple[str, str]]:
+        return key, (
+            safe_hash(primary_client, primary_bucket, key),
+            safe_hash(replica_client, replica_bucket, key),
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+        return dict(pool.map(one, keys))
+
+
+def check_replication(
+    primary_client: Any,
+    primary_bucket: str,
+    replica_client: Any,
+    replica_bucket: str,
+    prefix: str,
+    *,
+    now: datetime,
+    sla_seconds: float,
+    deep_sample: float = 0.0,
+    seed: int = 0,
+    workers: int = 8,
+) -> ReplicationDiff:
+    """List both regions (concurrently), diff them, hash what the listings leave open."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        p_future = pool.submit(list_objects, primary_client, primary_bucket, prefix)
+        r_future = pool.submit(list_objects, replica_client, replica_bucket, prefix)
+        primary, replica = p_future.result(), r_future.result()
+    log.info("listed %d primary and %d replica object(s) under %r", len(primary), len(replica), prefix)
+    diff = diff_listings(
+        primary, replica, now=now, sla_seconds=sla_seconds, deep_sample=deep_sample, seed=seed
+    )
+    keys = diff.to_hash + diff.sampled
+    if keys:
+        log.info(
+            "hashing %d object(s) in both regions (%d with other ETags, %d sampled)",
+            len(keys),
+            len(diff.to_hash),
+            len(diff.sampled),
+        )
+    hashes = hash_pairs(primary_client, primary_bucket, replica_client, replica_bucket, keys, workers=workers)
+    bad = {key for key, (p, r) in hashes.items() if p != r}
+    diff.checksum_mismatch = sorted(set(diff.checksum_mismatch) | bad)
+    return diff
+
+
+@io_task(task_run_name="s3-replication-check")
+def replication_check(settings: Settings, now: datetime, deep_sample: float, seed: int) -> ReplicationDiff:
+    return check_replication(
+        s3_client(settings, "primary"),
+        s3_bucket(settings, "primary"),
+        s3_client(settings, "replica"),
+        s3_bucket(settings, "replica"),
+        settings.backup.prefix,
+        now=now,
+        sla_seconds=settings.backup.replication_sla_seconds,
+        deep_sample=deep_sample,
+        seed=seed,
+        workers=settings.s3.max_pool_connections // 2 or 1,
+    )
+
+
+def wait_for_objects(
+    client: Any, bucket: str, expected: dict[str, int], *, timeout: float, interval: float = 1.0
+) -> set[str]:
+    """Poll (by listing) until every key in `expected` exists with its size, or `timeout` passes.
+
+    Returns the keys present with the expected size."""
+    deadline = time.monotonic() + timeout
+    prefix = os.path.commonprefix(list(expected)) if expected else ""
+    while True:
+        present = list_objects(client, bucket, prefix)
+        found = {k for k, size in expected.items() if k in present and present[k].size == size}
+        if found == set(expected) or time.monotonic() >= deadline:
+            return found
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+@io_task(task_run_name="s3-wait-for-replica")
+def wait_for_replica(settings: Settings, expected: dict[str, int], timeout: float) -> set[str]:
+    return wait_for_objects(
+        s3_client(settings, "replica"), s3_bucket(settings, "replica"), expected, timeout=timeout
+    )

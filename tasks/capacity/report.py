@@ -1,0 +1,97 @@
+"""The capacity-forecast report: its models, its markdown artifact with charts, its breach events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from scaleops.core.redaction import Redactor
+from scaleops.core.reporting import DutyReport
+
+
+class SeriesResult(BaseModel):
+    """One series' outcome: validation, model, CV error, breach dates, recommendation."""
+
+    name: str
+    source: str
+    unit: str = ""
+    threshold: float
+    status: str = "ok"  # ok | breach-within-lead-time | invalid | fetch-failed | forecast-failed
+    failures: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    points: int = 0
+    step_seconds: float | None = None
+    last_value: float | None = None
+    model: str | None = None
+    cv_mase: float | None = None
+    cv_mae: dict[str, float] = Field(default_factory=dict)
+    breach_at: datetime | None = None
+    breach_at_upper: datetime | None = None
+    breach_at_lower: datetime | None = None
+    lead_time_days: float | None = None
+    peak_upper_95: float | None = None
+    recommendation: str | None = None
+    recommended_units: int | None = None
+    monthly_cost: float | None = None
+    event_emitted: bool = False
+
+
+class CapacityReport(DutyReport):
+    duty: str = "capacity-forecast"
+    horizon: str = ""
+    lookback: str = ""
+    series: list[SeriesResult] = Field(default_factory=list)
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
+    breaching = [s for s in report.series if s.status == "breach-within-lead-time"]
+    failing = [s for s in report.series if s.status not in ("ok", "breach-within-lead-time")]
+    lines = [
+        f"# Capacity forecast: {len(breaching)} breach(es) within lead time, "
+        f"{len(failing)} series not forecast",
+        "",
+        f"as of `{report.as_of.isoformat()}`, lookback {report.lookback}, horizon {report.horizon}",
+        "",
+        "| series | model | CV MASE | last | threshold | breach (mean) | earliest (upper 95%) | "
+        "latest (lower 95%) | recommendation |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report.series:
+        lines.append(
+            f"| {s.name} | {s.model or s.status} | {'' if s.cv_mase is None else f'{s.cv_mase:.2f}'} | "
+            f"{'' if s.last_value is None else f'{s.last_value:.4g}'} {s.unit} | {s.threshold:g} {s.unit} | "
+            f"{fmt_time(s.breach_at)} | {fmt_time(s.breach_at_upper)} | {fmt_time(s.breach_at_lower)} | "
+            f"{s.recommendation or ''} |"
+        )
+    for s in report.series:
+        lines += ["", f"## {s.name} ({s.source}): {s.status}"]
+        if s.breach_at_upper:
+            earliest, latest = fmt_time(s.breach_at_upper), fmt_time(s.breach_at_lower)
+            lines.append(
+                f"- crosses {s.threshold:g} {s.unit} around **{fmt_time(s.breach_at)}** "
+                f"(between {earliest} and {latest if s.breach_at_lower else 'after the horizon'})"
+            )
+        if s.recommendation:
+            lines.append(f"- recommendation: {s.recommendation}")
+        for failure in s.failures:
+            lines.append(f"- failed: {failure}")
+        for note in s.notes:
+            lines.append(f"- note: {note}")
+        if s.name in charts:
+            lines += ["", f"![{s.name}]({charts[s.name]})"]
+    return "\n".join(lines)
+
+
+def emit_breach_event(result: SeriesResult, redactor: Redactor) -> None:
+    from prefect.events import emit_event
+
+    emit_event(
+        event="scaleops.capacity.breach-forecast",
+        resource={"prefect.resource.id": result.name, "scaleops.duty": "capacity-forecast"},
+        payload=redactor.data(result.model_dump(mode="json")),
+    )

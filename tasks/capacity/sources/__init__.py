@@ -1,0 +1,42 @@
+"""Where capacity series come from: Prometheus, CloudWatch, CSV files, PostgreSQL; `fetch_all` asks
+each source once for all of its series."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from scaleops.core.settings import SeriesSettings, Settings
+from tasks.capacity.models import SeriesData
+
+
+def fetch_all(settings: Settings, specs: list[SeriesSettings], start: float, end: float) -> list[SeriesData]:
+    """One batch task per source system, run concurrently; results in the order of `specs`."""
+    from tasks.capacity.sources.cloudwatch import cloudwatch_fetch
+    from tasks.capacity.sources.files import csv_fetch
+    from tasks.capacity.sources.postgres import postgres_fetch
+    from tasks.capacity.sources.prometheus import prometheus_fetch
+
+    by_source: dict[str, list[SeriesSettings]] = defaultdict(list)
+    for spec in specs:
+        by_source[spec.source].append(spec)
+    futures = []
+    for source, group in by_source.items():
+        n = len(group)
+        if source == "prometheus":
+            futures.append((group, prometheus_fetch.submit(settings, group, start, end, n)))
+        elif source == "cloudwatch":
+            futures.append((group, cloudwatch_fetch.submit(settings, group, start, end, n)))
+        elif source == "postgres":
+            futures.append((group, postgres_fetch.submit(settings, group, start, end, n)))
+        else:
+            futures.append((group, csv_fetch.submit(group, start, end, n)))
+    found: dict[str, SeriesData] = {}
+    for group, future in futures:
+        state = future.wait() or future.state
+        if state is not None and not state.is_completed():
+            for spec in group:
+                found[spec.name] = SeriesData(spec.name, error=f"fetch failed: {state.message or state.name}")
+            continue
+        for item in future.result():
+            found[item.name] = item
+    return [found[spec.name] for spec in specs]
