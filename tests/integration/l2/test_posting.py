@@ -30,8 +30,8 @@ pytestmark = pytest.mark.integration
 def run_poster_subprocess(env: dict[str, str], **options: object) -> subprocess.CompletedProcess[str]:
     args = ", ".join(f"{k}={v!r}" for k, v in options.items())
     code = (
-        "from scaleops.settings import load_settings\n"
-        "from tasks.l2_posting import PostOptions, post_chain\n"
+        "from scaleops.core.settings import load_settings\n"
+        "from tasks.l2.evm_poster import PostOptions, post_chain\n"
         f"post_chain(load_settings(), 'optimism', PostOptions({args}))\n"
     )
     return subprocess.run(

@@ -81,9 +81,9 @@ def test_ops_packed_under_the_packet_limit_and_posted_once(outbox_db: str) -> No
 
 def run_crashing(step: str) -> None:
     code = (
-        "from scaleops.settings import load_settings\n"
-        "from tasks.l2_posting import PostOptions\n"
-        "from tasks.solana_posting import post_solana_chain\n"
+        "from scaleops.core.settings import load_settings\n"
+        "from tasks.l2.evm_poster import PostOptions\n"
+        "from tasks.l2.solana_poster import post_solana_chain\n"
         "post_solana_chain(load_settings(), 'solana', PostOptions(wait_seconds=5))\n"
     )
     done = subprocess.run(
