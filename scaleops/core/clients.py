@@ -91,7 +91,7 @@ def s3_bucket(settings: Settings, region: S3Region = "primary") -> str:
 
 def evm_client(settings: Settings, chain: str) -> Any:
     """A web3 client for a configured EVM chain (SCALEOPS_CHAINS__<NAME>__RPC_URL); web3's own
-    retries are off: the shared policy (scaleops.retry) decides what to retry."""
+    retries are off: the shared policy (scaleops.core.retry) decides what to retry."""
     from web3 import HTTPProvider, Web3
 
     try:

@@ -22,8 +22,7 @@ from psycopg import sql
 from flows.backup_verification import backup_verification
 from scaleops.core.clients import postgres_dsn, s3_bucket, s3_client
 from scaleops.core.settings import load_settings
-from tasks.backup.catalog import dump_key
-from tasks.backup.dump import Manifest, dump_to_s3, manifest_key, server_conninfo
+from tasks.backup.dump import Manifest, dump_key, dump_to_s3, manifest_key, server_conninfo
 from tasks.backup.replication import check_replication, wait_for_objects
 from tasks.backup.restore import restore_and_check
 from tasks.backup.retention import gfs_keep
@@ -321,9 +320,9 @@ def test_gfs_retention_on_a_synthetic_calendar_dry_run_then_both_regions(
 CHILD = r"""
 import json, sys
 from pathlib import Path
-from scaleops.settings import load_settings
-from scaleops.clients import s3_client, s3_bucket
-from tasks.postgres import dump_to_s3, server_conninfo
+from scaleops.core.settings import load_settings
+from scaleops.core.clients import s3_client, s3_bucket
+from tasks.backup.dump import dump_to_s3, server_conninfo
 
 def status_kib(field):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
