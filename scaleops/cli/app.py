@@ -142,13 +142,22 @@ def sandbox_env(as_json: Annotated[bool, typer.Option("--json", help="print JSON
 
 # ------------------------------------------------------------------------------------------------ duties
 @app.command("duties")
-def duties() -> None:
+def duties(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the duties `scaleops run` knows."""
-    from scaleops.core.duties import DUTIES
+    from scaleops.core.duties import all_duties
 
+    found = all_duties()
+    if as_json:
+        print_json(
+            [
+                {"name": d.name, "events": f"scaleops.{d.namespace}.*", "flow": d.flow, "summary": d.summary}
+                for d in found.values()
+            ]
+        )
+        return
     table = Table("duty", "events", "what it does", box=None)
-    for duty in DUTIES.values():
-        table.add_row(duty.name, f"scaleops.{duty.events}.*", duty.summary)
+    for duty in found.values():
+        table.add_row(duty.name, f"scaleops.{duty.namespace}.*", duty.summary)
     out.print(table)
 
 
@@ -191,7 +200,7 @@ def run(
 def demo() -> None:
     """Bring the sandbox up and run every duty once against it; print a summary and the Prefect UI."""
     from scaleops.cli.runner import run_duty
-    from scaleops.core.duties import DUTIES
+    from scaleops.core.duties import all_duties
     from scaleops.core.redaction import Redactor
     from scaleops.sandbox.manager import Sandbox, apply_env
     from scaleops.sandbox.services import SandboxError
@@ -215,7 +224,7 @@ def demo() -> None:
         err.print(f"queued {queued} demo operations in the outbox for l2-batch-posting to post")
     table = Table("duty", "result", "seconds", "problems", box=None)
     worst = EXIT_OK
-    for name in DUTIES:
+    for name in sorted(all_duties(), key=lambda n: n != "preflight"):  # preflight first
         err.print(f"[bold]running {name}[/bold]")
         try:
             report = run_duty(name, {})

@@ -1,86 +1,125 @@
-"""The registry of duties (the name people type -> its flow) and `duty_flow`, the decorator every
-duty's flow is made with: a Prefect flow whose failures emit `scaleops.<namespace>.failed` and whose
-exceptions leave with their secrets masked."""
+"""`@duty(...)`: a duty declares itself once, and this decorator does what every duty does the same way.
+
+    @duty("preflight", namespace="preflight", report=PreflightReport, summary="...")
+    def preflight(settings: Settings, systems: list[System] | None = None) -> PreflightReport:
+        ...  # the duty's steps; return the report
+
+The declaration (name, event namespace, report type, summary) is the one place a duty is named: the
+registry (`scaleops duties`, `scaleops run`, the check of prefect.yaml) reads it from here. Around the
+body the decorator loads the settings and hands them in (`settings` is not a flow parameter), masks
+their secrets in logs and exceptions, and at the end stamps and finishes the report and publishes it:
+one markdown artifact, one table where the report has rows, one event `scaleops.<namespace>.<outcome>`.
+A failed or crashed run emits `scaleops.<namespace>.failed` from a state hook.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+import pkgutil
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scaleops.core.redaction import redacting
-from scaleops.core.reporting import failure_hook
+from scaleops.core.redaction import protect, redacting
+from scaleops.core.reporting import DutyReport, failure_hook, publish_report
+from scaleops.core.settings import load_settings
 
-
-def duty_flow(name: str, namespace: str, **flow_options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """`@duty_flow("backup-verification", "backup")` instead of `@flow(...)` on a duty's flow."""
-    from prefect import flow
-
-    hook = failure_hook(namespace, name)
-
-    def decorate(fn: Callable[..., Any]) -> Any:
-        options = {"on_failure": [hook], "on_crashed": [hook], **flow_options}
-        return flow(name=name, **options)(redacting(fn))
-
-    return decorate
+FLOWS_PACKAGE = "flows"  # every duty's flow lives in flows/<duty>.py
 
 
 @dataclass(frozen=True)
 class Duty:
     name: str  # CLI and deployment name
-    flow: str  # "module:attribute"
-    events: str  # event namespace: scaleops.<events>.<outcome>
+    namespace: str  # event namespace: scaleops.<namespace>.<outcome>
+    report: type[DutyReport]
     summary: str
+    flow: str  # "module:attribute", the deployment's entrypoint
 
     def load(self) -> Any:
+        """The Prefect flow."""
         module, _, attribute = self.flow.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
 
-DUTIES: dict[str, Duty] = {
-    d.name: d
-    for d in (
-        Duty(
-            "preflight",
-            "flows.preflight:preflight",
-            "preflight",
-            "check that every configured system answers (PostgreSQL primary and replica, Redis, "
-            "Redis Cluster, both S3 regions)",
-        ),
-        Duty(
-            "backup-verification",
-            "flows.backup_verification:backup_verification",
-            "backup",
-            "back up each PostgreSQL database to S3, verify the replica region holds the same bytes, "
-            "restore the newest backup from the replica region and check it, RPO/RTO, GFS retention",
-        ),
-        Duty(
-            "cache-warming",
-            "flows.cache_warming:cache_warming",
-            "cache",
-            "stream a warm set from PostgreSQL into Redis (cluster aware, TTL jitter) inside a memory "
-            "budget, invalidate changed rows, report the hit rate",
-        ),
-        Duty(
-            "l2-batch-posting",
-            "flows.l2_batch_posting:l2_batch_posting",
-            "l2",
-            "post the PostgreSQL outbox to L2 chains in batches, exactly once, at the lowest fee",
-        ),
-        Duty(
-            "capacity-forecast",
-            "flows.capacity_forecast:capacity_forecast",
-            "capacity",
-            "forecast metric series (Prometheus, CloudWatch, CSV, PostgreSQL), date threshold breaches, "
-            "recommend capacity and cost",
-        ),
-    )
-}
+_REGISTRY: dict[str, Duty] = {}
+
+
+def module_for(name: str) -> str:
+    """Where duty `name` lives: `cache-warming` -> `flows.cache_warming`."""
+    return f"{FLOWS_PACKAGE}.{name.replace('-', '_')}"
+
+
+def all_duties() -> dict[str, Duty]:
+    """Every duty of the project (imports each module of the flows package once), by name."""
+    package = importlib.import_module(FLOWS_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{FLOWS_PACKAGE}.{info.name}")
+    return {n: d for n, d in sorted(_REGISTRY.items()) if d.flow.startswith(f"{FLOWS_PACKAGE}.")}
 
 
 def get_duty(name: str) -> Duty:
-    try:
-        return DUTIES[name]
-    except KeyError:
-        raise KeyError(f"unknown duty {name!r}; known duties: {', '.join(sorted(DUTIES))}") from None
+    """One duty by name, importing only its own module."""
+    if name not in _REGISTRY:
+        try:
+            importlib.import_module(module_for(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != module_for(name):
+                raise
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown duty {name!r}; known duties: {', '.join(all_duties())}")
+    return _REGISTRY[name]
+
+
+def duty(
+    name: str,
+    *,
+    namespace: str,
+    report: type[DutyReport],
+    summary: str,
+    **flow_options: Any,
+) -> Callable[[Callable[..., DutyReport]], Any]:
+    """Declare a duty and make its body a Prefect flow (see the module docstring)."""
+    from prefect import flow
+
+    def decorate(body: Callable[..., DutyReport]) -> Any:
+        signature = inspect.signature(body, eval_str=True)
+        first = next(iter(signature.parameters), None)
+        if first != "settings":
+            raise TypeError(f"duty {name}: the body's first parameter must be `settings`")
+        public = signature.replace(parameters=list(signature.parameters.values())[1:])
+
+        @functools.wraps(body)
+        def run(*args: Any, **kwargs: Any) -> DutyReport:
+            bound = public.bind(*args, **kwargs)
+            settings = load_settings()
+            redactor = protect(settings.secrets())
+            result = body(settings, *bound.args, **bound.kwargs)
+            if not isinstance(result, report):
+                raise TypeError(f"duty {name} returned {type(result).__name__}, not {report.__name__}")
+            result.duty = name
+            result.finish()
+            publish_report(
+                result,
+                namespace=namespace,
+                outcome=result.outcome(),
+                resource_id=result.resource_id(settings),
+                resource_labels=result.resource_labels(),
+                markdown=result.markdown(settings),
+                table=result.table(),
+                redactor=redactor,
+            )
+            return result
+
+        # Prefect builds the flow's parameters from this signature: `settings` is not one of them.
+        run.__signature__ = public  # type: ignore[attr-defined]
+        hints = typing.get_type_hints(body, include_extras=True)
+        run.__annotations__ = {k: v for k, v in hints.items() if k != "settings"}
+        hook = failure_hook(namespace, name)
+        made = flow(name=name, on_failure=[hook], on_crashed=[hook], **flow_options)(redacting(run))
+        _REGISTRY[name] = Duty(name, namespace, report, summary, f"{body.__module__}:{body.__name__}")
+        return made
+
+    return decorate

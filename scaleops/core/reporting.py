@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from scaleops.core.redaction import REDACTOR, Redactor
+from scaleops.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class DutyReport(BaseModel):
-    """What every duty returns; each duty subclasses it with its own fields."""
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """Prefect's run logger inside a flow or task run (its lines reach the UI), a plain one outside."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
 
-    duty: str
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+class DutyReport(BaseModel):
+    """What every duty returns; each duty subclasses it with its own fields, and overrides what it
+    publishes (`outcome`, `resource_id`, `markdown`, `table`) where the defaults do not fit."""
+
+    duty: str = Field(default="", description="set by the @duty decorator")
     ok: bool = True
     as_of: datetime = Field(default_factory=utcnow)
     started_at: datetime = Field(default_factory=utcnow)
@@ -46,6 +59,25 @@ class DutyReport(BaseModel):
     def finish(self) -> DutyReport:
         self.finished_at = utcnow()
         return self
+
+    # What the @duty decorator publishes at the end of a run.
+    def outcome(self) -> str:
+        """The last part of the event name: `scaleops.<namespace>.<outcome>`."""
+        return "ok" if self.ok else "problems"
+
+    def resource_id(self, settings: Settings) -> str:
+        """The event's resource: what this run checked or changed."""
+        return f"scaleops.{self.duty}"
+
+    def resource_labels(self) -> dict[str, str]:
+        return {}
+
+    def markdown(self, settings: Settings) -> str:
+        return default_markdown(self)
+
+    def table(self) -> list[dict[str, Any]] | None:
+        """Rows for a table artifact, or None for no table."""
+        return None
 
 
 def artifact_key(duty: str, kind: str = "report") -> str:
@@ -159,7 +191,6 @@ def failure_hook(namespace: str, duty: str) -> Callable[..., None]:
     return hook
 
 
-# ------------------------------------------------------------------------------------------------ flow
 def as_datetime(as_of: datetime | date | None) -> datetime:
     """The run's clock: now, a datetime (naive = UTC), or a date (its midnight UTC, as a date string
     passed on the command line is read too)."""

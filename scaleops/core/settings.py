@@ -1,6 +1,6 @@
 """The one settings model: environment (`SCALEOPS_*`, nested with `__`) over an optional TOML file.
 
-Every system has one section here; every client is built from it in one place (`scaleops.clients`).
+Every system has one section here; every client is built from it in one place (`scaleops.core.clients`).
 Secrets are `SecretStr` (or DSNs whose password is masked) and never leave this module in clear text
 except through `.get_secret_value()` at the point where a client is made.
 """
@@ -327,7 +327,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECA
 
 
 def _check_duration(value: str | None) -> str | None:
-    """'30s', '5m', '6h', '1d', '2w' (the same grammar as tasks.forecasting.parse_duration)."""
+    """'30s', '5m', '6h', '1d', '2w' (the same grammar as tasks.capacity.models.parse_duration)."""
     if value is None:
         return None
     match = _DURATION.match(value)
@@ -533,6 +533,12 @@ class Settings(BaseSettings):
                     walk(item)
 
         walk(self)
+        for chain in self.chains.values():
+            if chain.signer_key is not None:  # a key also shows up without its 0x prefix
+                found.append(chain.signer_key.get_secret_value().removeprefix("0x"))
+            split = urlsplit(chain.rpc_url)
+            if split.path.strip("/") or split.query:  # provider URLs carry API keys in the path or query
+                found += [chain.rpc_url, split.path.strip("/"), split.query]
         return sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True)
 
     def masked(self) -> dict[str, Any]:

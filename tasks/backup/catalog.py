@@ -7,17 +7,21 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
 from pydantic import BaseModel, Field
 
 from scaleops.core.clients import S3Region, s3_bucket, s3_client
+from scaleops.core.reporting import run_logger
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 from tasks.backup.dump import Manifest, manifest_key
 from tasks.backup.replication import wait_for_replica
 from tasks.common.s3 import ObjectInfo, get_json, list_objects
+
+if TYPE_CHECKING:
+    from tasks.backup.report import BackupReport
 
 
 class BackupListing(BaseModel):
@@ -73,12 +77,6 @@ class CatalogEntry(BaseModel):
     @property
     def verified(self) -> bool:
         return self.manifest is not None and self.why_unverified is None
-
-
-def dump_key(prefix: str, database: str, when: datetime) -> str:
-    """`<prefix><db>/<db>-<UTC time>Z.dump` (sorts by time; the manifest sits beside it)."""
-    stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    return f"{prefix}{database}/{database}-{stamp}Z.dump"
 
 
 def parse_dump_key(prefix: str, key: str) -> tuple[str, datetime] | None:
@@ -165,3 +163,46 @@ def replica_copies(
         return set()
     present: set[str] = wait_for_replica(settings, expected, wait)
     return {k for k in present if k.endswith(".dump") and manifest_key(k) in present}
+
+
+def read_catalog(
+    settings: Settings, listing: BackupListing, databases: list[str], clock: datetime, report: BackupReport
+) -> list[CatalogEntry]:
+    """The primary region's backups of these databases; record the newest verified one of each and
+    every unverified dump (a problem when it is newer than the newest verified one)."""
+    prefix = settings.backup.prefix
+    entries, findings = build_catalog(prefix, listing)
+    for finding in findings:
+        report.problem(finding)
+    mine = [e for e in entries if e.database in databases]
+    for database in databases:
+        newest = newest_verified(mine, database, clock)
+        for entry in mine:
+            if entry.database == database and not entry.verified:
+                report.unverified.append(entry.key)
+                report.since[entry.key] = entry.taken_at.isoformat()
+                if newest is None or entry.taken_at > newest.taken_at:
+                    report.problem(f"{database}: {entry.key} is not verified: {entry.why_unverified}")
+        if newest is None:
+            report.problem(f"{database}: no verified backup under s3://{settings.s3.primary_bucket}/{prefix}")
+            continue
+        report.newest_verified[database] = newest.key
+    report.unverified.sort()
+    run_logger().info("catalog: %d backup(s), %d verified", len(entries), sum(e.verified for e in entries))
+    return mine
+
+
+def measure_rpo(
+    settings: Settings, entries: list[CatalogEntry], clock: datetime, report: BackupReport
+) -> None:
+    """RPO: how old the oldest of the databases' newest verified backups is at `clock`."""
+    finished = [
+        e.manifest.finished_at
+        for e in entries
+        if e.manifest is not None and e.key in report.newest_verified.values()
+    ]
+    if finished and len(finished) == len(report.databases):
+        report.rpo_seconds = round(max(0.0, max((clock - f).total_seconds() for f in finished)), 3)
+        target = settings.backup.rpo_target_seconds
+        if report.rpo_seconds > target:
+            report.problem(f"RPO {report.rpo_seconds:.0f} s is over the target of {target:.0f} s")

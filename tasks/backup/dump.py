@@ -9,17 +9,21 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime
-from typing import IO, Any
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg  # imported once here, not first inside concurrent task threads
 from psycopg import sql
 from pydantic import BaseModel, Field
 
 from scaleops.core.clients import PostgresRole
-from scaleops.core.reporting import utcnow
+from scaleops.core.redaction import REDACTOR
+from scaleops.core.reporting import run_logger, utcnow
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.backup.report import BackupReport
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
@@ -226,3 +230,32 @@ def check_databases(names: list[str]) -> list[str]:
     if bad or not names:
         raise ValueError(f"databases: not valid database names: {bad or names}")
     return list(dict.fromkeys(names))
+
+
+class BackupRecord(BaseModel):
+    database: str
+    key: str
+    bytes: int
+    sha256: str
+    started_at: datetime
+    finished_at: datetime
+
+
+def dump_key(prefix: str, database: str, when: datetime) -> str:
+    """`<prefix><db>/<db>-<UTC time>Z.dump` (sorts by time; the manifest sits beside it)."""
+    stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
+    return f"{prefix}{database}/{database}-{stamp}Z.dump"
+
+
+def take_backups(settings: Settings, databases: list[str], report: BackupReport) -> None:
+    """Back up each database; one that fails is a problem of its own and does not stop the others."""
+    for database in databases:
+        key = dump_key(settings.backup.prefix, database, utcnow())
+        try:
+            manifest: Manifest = backup_database(settings, database, key)
+        except Exception as exc:
+            report.problem(f"backup of {database} failed: {REDACTOR.text(str(exc))}")
+            continue
+        fields = manifest.model_dump(include=set(BackupRecord.model_fields) - {"database"})
+        report.backups.append(BackupRecord(database=database, **fields))
+    run_logger().info("took %d backup(s)", len(report.backups))

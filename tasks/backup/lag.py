@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from scaleops.core.clients import postgres_connect
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.backup.report import BackupReport
 
 
 class ReplicaLag(BaseModel):
@@ -40,3 +43,16 @@ def replica_lag(conn: Any) -> list[ReplicaLag]:
 def replica_lag_task(settings: Settings) -> list[ReplicaLag]:
     with postgres_connect(settings, "primary", autocommit=True) as conn:
         return replica_lag(conn)
+
+
+def check_replica_lag(settings: Settings, report: BackupReport) -> None:
+    """Record the streaming replica's lag; with a replica configured, one that is not streaming (or
+    missing from pg_stat_replication) is a problem."""
+    report.replica_lag = replica_lag_task(settings)
+    if settings.postgres.replica_dsn is None:
+        return
+    if not report.replica_lag:
+        report.problem("PostgreSQL primary reports no streaming replica (pg_stat_replication is empty)")
+    for lag in report.replica_lag:
+        if lag.state != "streaming":
+            report.problem(f"PostgreSQL replica {lag.application_name} is {lag.state}, not streaming")

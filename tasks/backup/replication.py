@@ -10,16 +10,20 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
 from botocore.exceptions import FlexibleChecksumError
 from pydantic import BaseModel, Field
 
 from scaleops.core.clients import s3_bucket, s3_client
+from scaleops.core.reporting import run_logger
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 from tasks.common.s3 import ObjectInfo, hash_object, list_objects
+
+if TYPE_CHECKING:
+    from tasks.backup.report import BackupReport
 
 log = logging.getLogger(__name__)
 
@@ -203,4 +207,44 @@ def wait_for_objects(
 def wait_for_replica(settings: Settings, expected: dict[str, int], timeout: float) -> set[str]:
     return wait_for_objects(
         s3_client(settings, "replica"), s3_bucket(settings, "replica"), expected, timeout=timeout
+    )
+
+
+class ReplicationReport(ReplicationFindings):
+    hashed: int = Field(default=0, description="objects downloaded and hashed in both regions")
+    sampled: int = Field(default=0, description="of those, the deep sample (equal ETags)")
+
+
+def apply_replication(report: BackupReport, diff: ReplicationDiff, settings: Settings) -> None:
+    """Record the replication findings in the report; what is missing or differs is a problem."""
+    report.replication = ReplicationReport(
+        **diff.model_dump(include=set(ReplicationFindings.model_fields)),
+        hashed=len(diff.to_hash) + len(diff.sampled),
+        sampled=len(diff.sampled),
+    )
+    report.since.update({k: v.isoformat() for k, v in diff.since.items()})
+    s3 = settings.s3
+    where = f"s3://{s3.replica_bucket} ({s3.replica_region})"
+    for label, keys in (
+        ("missing from", diff.missing),
+        ("size differs in", diff.size_mismatch),
+        ("content differs in", diff.checksum_mismatch),
+    ):
+        if keys:
+            report.problem(f"{len(keys)} object(s) {label} {where}: {', '.join(keys[:5])}")
+    if diff.extra:
+        report.problem(
+            f"{len(diff.extra)} object(s) in {where} but not in the primary: {', '.join(diff.extra[:5])}"
+        )
+    sla = settings.backup.replication_sla_seconds
+    if diff.lag_seconds is not None and diff.lag_seconds > sla:
+        report.problem(f"replication lag {diff.lag_seconds:.0f} s is over the SLA of {sla:.0f} s")
+    run_logger().info(
+        "replication: %d checked, %d missing, %d extra, %d size, %d checksum, %d pending",
+        diff.objects_checked,
+        len(diff.missing),
+        len(diff.extra),
+        len(diff.size_mismatch),
+        len(diff.checksum_mismatch),
+        len(diff.pending),
     )

@@ -3,43 +3,22 @@ markdown and table artifacts."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from scaleops.core.reporting import DutyReport
 from scaleops.core.settings import Settings
+from tasks.backup.dump import BackupRecord
 from tasks.backup.lag import ReplicaLag
-from tasks.backup.replication import ReplicationDiff, ReplicationFindings
+from tasks.backup.replication import ReplicationReport
 from tasks.backup.restore import RestoreResult
+from tasks.backup.retention import RetentionReport
 
 MAX_KEYS_IN_MARKDOWN = 25
 
 
-# ------------------------------------------------------------------------------------------------ report
-class BackupRecord(BaseModel):
-    database: str
-    key: str
-    bytes: int
-    sha256: str
-    started_at: datetime
-    finished_at: datetime
-
-
-class ReplicationReport(ReplicationFindings):
-    hashed: int = Field(default=0, description="objects downloaded and hashed in both regions")
-    sampled: int = Field(default=0, description="of those, the deep sample (equal ETags)")
-
-
-class RetentionReport(BaseModel):
-    kept: list[str] = Field(default_factory=list)
-    deleted: list[str] = Field(default_factory=list, description="deleted, or would be on a dry run")
-    dry_run: bool = True
-
-
 class BackupReport(DutyReport):
-    duty: str = "backup-verification"
     databases: list[str] = Field(default_factory=list)
     backups: list[BackupRecord] = Field(default_factory=list, description="taken by this run")
     replication: ReplicationReport = Field(default_factory=ReplicationReport)
@@ -52,30 +31,17 @@ class BackupReport(DutyReport):
     unverified: list[str] = Field(default_factory=list, description="dump objects without a valid manifest")
     since: dict[str, str] = Field(default_factory=dict, description="finding key -> first seen (ISO time)")
 
+    def outcome(self) -> str:
+        return "verified" if self.ok else "drift"
 
-def apply_replication(report: BackupReport, diff: ReplicationDiff, settings: Settings) -> None:
-    report.replication = ReplicationReport(
-        **diff.model_dump(include=set(ReplicationFindings.model_fields)),
-        hashed=len(diff.to_hash) + len(diff.sampled),
-        sampled=len(diff.sampled),
-    )
-    report.since.update({k: v.isoformat() for k, v in diff.since.items()})
-    s3 = settings.s3
-    where = f"s3://{s3.replica_bucket} ({s3.replica_region})"
-    for label, keys in (
-        ("missing from", diff.missing),
-        ("size differs in", diff.size_mismatch),
-        ("content differs in", diff.checksum_mismatch),
-    ):
-        if keys:
-            report.problem(f"{len(keys)} object(s) {label} {where}: {', '.join(keys[:5])}")
-    if diff.extra:
-        report.problem(
-            f"{len(diff.extra)} object(s) in {where} but not in the primary: {', '.join(diff.extra[:5])}"
-        )
-    sla = settings.backup.replication_sla_seconds
-    if diff.lag_seconds is not None and diff.lag_seconds > sla:
-        report.problem(f"replication lag {diff.lag_seconds:.0f} s is over the SLA of {sla:.0f} s")
+    def resource_id(self, settings: Settings) -> str:
+        return f"scaleops.backup.{settings.s3.primary_bucket}.{settings.backup.prefix.rstrip('/')}"
+
+    def markdown(self, settings: Settings) -> str:
+        return render_markdown(self, settings)
+
+    def table(self) -> list[dict[str, Any]]:
+        return _table(self)
 
 
 def render_markdown(report: BackupReport, settings: Settings) -> str:

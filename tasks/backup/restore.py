@@ -11,14 +11,16 @@ import tempfile
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg  # imported once here, not first inside concurrent task threads
 from psycopg import sql
 from pydantic import BaseModel, Field
 
+from scaleops.core.reporting import run_logger, utcnow
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
+from tasks.backup.catalog import BackupListing, CatalogEntry, pick_restore_source, replica_copies
 from tasks.backup.dump import (
     DumpFailed,
     Manifest,
@@ -29,6 +31,9 @@ from tasks.backup.dump import (
     pg_tool,
     server_conninfo,
 )
+
+if TYPE_CHECKING:
+    from tasks.backup.report import BackupReport
 
 log = logging.getLogger(__name__)
 
@@ -259,3 +264,38 @@ def restore_test(settings: Settings, database: str, key: str, scratch: str) -> R
         key,
         scratch,
     )
+
+
+def run_restore_tests(
+    settings: Settings,
+    entries: list[CatalogEntry],
+    listing: BackupListing,
+    clock: datetime,
+    report: BackupReport,
+) -> None:
+    """Restore each database's newest verified backup that the replica region holds (waiting for the
+    newest to arrive, else falling back to an older one) into a scratch database and check it; RTO is
+    the slowest restore."""
+    newest_keys = set(report.newest_verified.values())
+    in_replica = replica_copies(settings, entries, listing, newest_keys, settings.backup.restore_wait_seconds)
+    if len(in_replica) < len(newest_keys):
+        older = {e.key for e in entries if e.verified and e.key not in newest_keys}
+        in_replica |= replica_copies(settings, entries, listing, older, 0)
+    for database in report.databases:
+        source = pick_restore_source(entries, database, clock, in_replica)
+        if source is None:
+            if database in report.newest_verified:
+                report.problem(f"{database}: no verified backup in the replica region to restore from")
+            continue
+        result = restore_test(settings, database, source.key, scratch_name(database, utcnow()))
+        report.restore.append(result)
+        for failed in result.checks_failed:
+            report.problem(f"restore test of {database} ({source.key}): {failed}")
+        run_logger().info(
+            "restore test %s: %d passed, %d failed",
+            database,
+            len(result.checks_passed),
+            len(result.checks_failed),
+        )
+    restored = [x.seconds for x in report.restore if x.seconds is not None]
+    report.rto_seconds = max(restored) if restored else None

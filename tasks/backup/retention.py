@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
+from pydantic import BaseModel, Field
 
 from scaleops.core.clients import S3Region, s3_bucket, s3_client
+from scaleops.core.reporting import run_logger
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 from tasks.backup.catalog import CatalogEntry, newest_verified
+from tasks.backup.dump import manifest_key
 from tasks.common.s3 import delete_keys
+
+if TYPE_CHECKING:
+    from tasks.backup.report import BackupReport
+
+
+class RetentionReport(BaseModel):
+    kept: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list, description="deleted, or would be on a dry run")
+    dry_run: bool = True
 
 
 @io_task(task_run_name="s3-delete-{region}")
@@ -70,3 +82,28 @@ def plan_retention(
             elif newest is not None and entry.taken_at < newest.taken_at:
                 delete.append(entry.key)
     return sorted(kept), sorted(delete)
+
+
+def apply_gfs_retention(
+    settings: Settings, entries: list[CatalogEntry], clock: datetime, delete: bool, report: BackupReport
+) -> None:
+    """Plan GFS retention as of `clock`; with `delete`, remove each expired dump and its manifest from
+    both regions (what could not be deleted is a problem)."""
+    b = settings.backup
+    kept, expired = plan_retention(
+        entries,
+        report.databases,
+        until=clock,
+        daily=b.keep_daily,
+        weekly=b.keep_weekly,
+        monthly=b.keep_monthly,
+    )
+    report.retention = RetentionReport(kept=kept, deleted=expired, dry_run=not delete)
+    if not (delete and expired):
+        return
+    keys = [k for dump in expired for k in (dump, manifest_key(dump))]
+    for region in ("primary", "replica"):
+        failed = delete_backup_objects(settings, region, keys)
+        if failed:
+            report.problem(f"retention could not delete {len(failed)} object(s) in {region}: {failed[:5]}")
+    run_logger().info("retention deleted %d backup(s) from both regions", len(expired))

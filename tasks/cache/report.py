@@ -7,10 +7,11 @@ from datetime import datetime
 from pydantic import Field
 
 from scaleops.core.reporting import DutyReport
+from scaleops.core.settings import Settings
+from tasks.cache.redis import CacheSnapshot, WarmResult, hit_rate_since
 
 
 class CacheWarmingReport(DutyReport):
-    duty: str = "cache-warming"
     warm_set: str = ""
     target: str = "standalone"
     dry_run: bool = False
@@ -35,6 +36,61 @@ class CacheWarmingReport(DutyReport):
     evictions_during_run: int = 0
     watermark: datetime | None = None
     notes: list[str] = Field(default_factory=list)
+
+    def resource_id(self, settings: Settings) -> str:
+        return f"scaleops.cache.{self.warm_set}"
+
+    def resource_labels(self) -> dict[str, str]:
+        return {"scaleops.cache.target": self.target}
+
+    def outcome(self) -> str:
+        return "warmed"
+
+    def markdown(self, settings: Settings) -> str:
+        return render_markdown(self)
+
+    def record_before(self, before: CacheSnapshot, memory_budget: float) -> None:
+        """Memory and hit rate before the run writes anything."""
+        self.used_memory_before = before.used_memory
+        self.memory_budget_bytes = int(before.memory_limit * memory_budget)
+        self.hit_rate_since_last_run, self.hit_rate_note = hit_rate_since(
+            before.previous, before.hits, before.misses
+        )
+
+    def record_warm(self, result: WarmResult) -> None:
+        self.keys_written = result.keys_written
+        self.bytes_written = result.bytes_written
+        self.skipped = result.skipped
+        self.rows_read = result.rows_read
+        self.stopped_by_budget = result.stopped_by_budget
+        self.budget_detail = result.budget_detail
+        self.seconds = round(result.seconds, 3)
+        self.keys_per_second = round(result.keys_written / result.seconds, 1) if result.seconds else 0.0
+        self.bytes_per_key = round(result.bytes_per_key, 1)
+
+    def record_after(self, before: CacheSnapshot, after: CacheSnapshot) -> None:
+        """Memory after the run; a stop by the budget or evictions during the run are problems."""
+        self.invalidated = self.invalidated_changed + self.invalidated_vanished
+        self.used_memory_after = after.used_memory
+        self.evictions_during_run = max(0, after.evicted_keys - before.evicted_keys)
+        if self.stopped_by_budget:
+            self.problem(
+                f"stopped by the memory budget after {self.keys_written:,} keys: {self.budget_detail}; "
+                "the hottest keys are in, the rest are not (raise maxmemory or memory_budget, or lower limit)"
+            )
+        if self.evictions_during_run and not self.dry_run:
+            self.problem(
+                f"Redis evicted {self.evictions_during_run} keys during the run (other writers, or the "
+                "per-key estimate was low): lower memory_budget"
+            )
+
+    def state_to_keep(self, before: CacheSnapshot) -> dict[str, str]:
+        """What the next run reads back: counters for its hit rate, the keys written, the watermark."""
+        state = {"hits": str(before.hits), "misses": str(before.misses), "run_at": self.as_of.isoformat()}
+        state["keys_written"] = str(self.keys_written)
+        if self.watermark is not None:
+            state["watermark"] = self.watermark.isoformat()
+        return state
 
 
 def render_markdown(report: CacheWarmingReport) -> str:

@@ -7,14 +7,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from scaleops.core.settings import SeriesSettings
+from scaleops.core.redaction import REDACTOR
+from scaleops.core.reporting import run_logger
+from scaleops.core.settings import CapacitySettings, SeriesSettings
 from tasks.capacity.models import (
     DAY,
     WEEK,
     Forecast,
     SeriesData,
     breach,
+    forecast_many,
     infer_step,
     parse_duration,
     recommend,
@@ -100,3 +105,75 @@ def fill_result(
         result.recommendation = advice.text
         if advice.units and found.breach_at_upper:
             result.recommendation += f", before {fmt_time(found.breach_at_upper)}"
+
+
+def validate_and_forecast(
+    specs: list[SeriesSettings],
+    fetched: list[SeriesData],
+    *,
+    as_of: datetime,
+    horizon_seconds: float,
+    capacity: CapacitySettings,
+    charts: bool,
+) -> tuple[list[SeriesResult], dict[str, str]]:
+    """Validate every fetched series, forecast the valid ones (in worker processes when there are
+    many), date their breaches and recommend; returns one result per spec and a chart per series."""
+    log = run_logger()
+    results: list[SeriesResult] = []
+    jobs: list[dict[str, Any]] = []
+    pending: list[tuple[SeriesResult, SeriesSettings, Validated, float]] = []
+    for spec, data in zip(specs, fetched, strict=True):
+        result = SeriesResult(name=spec.name, source=spec.source, unit=spec.unit, threshold=spec.threshold)
+        results.append(result)
+        if data.error:
+            result.status, result.failures = "fetch-failed", [REDACTOR.text(data.error)]
+            continue
+        checked, job, step = analyse_series(
+            data,
+            as_of=as_of.timestamp(),
+            horizon_seconds=horizon_seconds,
+            bounds=spec.bounds,
+            max_staleness_seconds=parse_duration(capacity.max_staleness),
+            max_gap_steps=capacity.max_gap_steps,
+        )
+        result.step_seconds, result.points = step, len(data.values)
+        if job is None:
+            result.status, result.failures = "invalid", checked.failures
+            continue
+        result.notes += checked.notes
+        result.last_value = float(checked.values[-1])
+        jobs.append(job)
+        pending.append((result, spec, checked, step))
+    log.info("capacity-forecast: %d series valid, forecasting", len(jobs))
+    workers = capacity.workers if len(jobs) >= PARALLEL_FROM else 1
+    forecasts = forecast_many(
+        jobs, workers=workers, progress=lambda done, total: log.info("forecast %d/%d series", done, total)
+    )
+    pictures: dict[str, str] = {}
+    for (result, spec, checked, step), fc in zip(pending, forecasts, strict=True):
+        if not isinstance(fc, Forecast):
+            result.status, result.failures = "forecast-failed", [fc]
+            continue
+        fill_result(result, spec, fc, checked, step, as_of, capacity.lead_time, capacity.headroom)
+        if charts:
+            from tasks.capacity.charts import chart_for  # matplotlib only when charts are wanted
+
+            pictures[spec.name] = chart_for(result, spec, fc, checked, step)
+    return results, pictures
+
+
+@task(task_run_name="validate-and-forecast-{count}-series", cache_policy=NO_CACHE)
+def validate_and_forecast_task(
+    specs: list[SeriesSettings],
+    fetched: list[SeriesData],
+    *,
+    as_of: datetime,
+    horizon_seconds: float,
+    capacity: CapacitySettings,
+    charts: bool,
+    count: int,
+) -> tuple[list[SeriesResult], dict[str, str]]:
+    """One task for all series: the work is CPU, not I/O, and never retried."""
+    return validate_and_forecast(
+        specs, fetched, as_of=as_of, horizon_seconds=horizon_seconds, capacity=capacity, charts=charts
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from scaleops.core.redaction import Redactor
 from scaleops.core.reporting import DutyReport
+from scaleops.core.settings import Settings
 
 
 class SeriesResult(BaseModel):
@@ -38,10 +40,52 @@ class SeriesResult(BaseModel):
 
 
 class CapacityReport(DutyReport):
-    duty: str = "capacity-forecast"
     horizon: str = ""
     lookback: str = ""
     series: list[SeriesResult] = Field(default_factory=list)
+    _charts: dict[str, str] = PrivateAttr(default_factory=dict)  # series -> PNG data URI, artifact only
+
+    def record(self, results: list[SeriesResult], charts: dict[str, str]) -> list[SeriesResult]:
+        """Take the series' results; a series not forecast, or one that may breach within its lead
+        time, is a problem. Returns the breaching series."""
+        self.series, self._charts = results, charts
+        breaching = []
+        for result in results:
+            if result.status in ("fetch-failed", "invalid", "forecast-failed"):
+                self.problem(f"{result.name}: {result.status}: {'; '.join(result.failures)}")
+            elif result.status == "breach-within-lead-time":
+                self.problem(
+                    f"{result.name}: may cross {result.threshold:g} {result.unit} from "
+                    f"{fmt_time(result.breach_at_upper)} (mean forecast: {fmt_time(result.breach_at)})"
+                )
+                breaching.append(result)
+        return breaching
+
+    def outcome(self) -> str:
+        if any(s.status not in ("ok", "breach-within-lead-time") for s in self.series):
+            return "series-failed"
+        return "breaches" if any(s.status == "breach-within-lead-time" for s in self.series) else "ok"
+
+    def resource_id(self, settings: Settings) -> str:
+        return "scaleops.capacity"
+
+    def markdown(self, settings: Settings) -> str:
+        return render_markdown(self, self._charts)
+
+    def table(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "series": s.name,
+                "status": s.status,
+                "model": s.model,
+                "cv_mase": None if s.cv_mase is None else round(s.cv_mase, 3),
+                "breach_at": fmt_time(s.breach_at),
+                "breach_at_upper": fmt_time(s.breach_at_upper),
+                "recommendation": s.recommendation or "",
+                "monthly_cost": s.monthly_cost,
+            }
+            for s in self.series
+        ]
 
 
 def fmt_time(value: datetime | None) -> str:

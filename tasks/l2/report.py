@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
+from scaleops.core.redaction import REDACTOR
 from scaleops.core.reporting import DutyReport
+from scaleops.core.settings import Settings
 from tasks.l2.evm_poster import ChainReport
 
 
 class L2PostingReport(DutyReport):
-    duty: str = "l2-batch-posting"
     chains: dict[str, ChainReport] = Field(default_factory=dict)
+
+    def outcome(self) -> str:
+        if any(c.fee_capped for c in self.chains.values()):
+            return "fee-cap"
+        return "posted" if self.ok else "failed"
+
+    def resource_id(self, settings: Settings) -> str:
+        return "scaleops.l2-batch-posting"
+
+    def resource_labels(self) -> dict[str, str]:
+        return {"scaleops.chains": ",".join(self.chains)}
+
+    def markdown(self, settings: Settings) -> str:
+        return render_markdown(self)
+
+    def table(self) -> list[dict[str, Any]]:
+        return [c.model_dump(exclude={"batch_hashes", "problems"}) for c in self.chains.values()]
+
+    def record_chain(self, name: str, result: ChainReport) -> None:
+        self.chains[name] = result
+        for problem in result.problems:
+            self.problem(REDACTOR.text(problem))
 
 
 def render_markdown(report: L2PostingReport) -> str:
@@ -33,9 +58,3 @@ def render_markdown(report: L2PostingReport) -> str:
     if report.problems:
         lines += ["", "## Problems", *[f"- {p}" for p in report.problems]]
     return "\n".join(lines)
-
-
-def outcome(report: L2PostingReport) -> str:
-    if any(c.fee_capped for c in report.chains.values()):
-        return "fee-cap"
-    return "posted" if report.ok else "failed"

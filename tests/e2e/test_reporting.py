@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prefect import flow
 
-from scaleops.core.duties import duty_flow
+from scaleops.core.duties import duty
 from scaleops.core.redaction import Redactor, protect
 from scaleops.core.reporting import DutyReport, artifact_key, publish_report
 
@@ -40,8 +40,8 @@ def publishing_flow(marker: str) -> dict[str, Any]:
     )
 
 
-@duty_flow("e2e-fails", "e2eprobe")
-def failing_flow() -> None:
+@duty("e2e-fails", namespace="e2eprobe", report=DutyReport, summary="a duty that fails (test)")
+def failing_flow(settings: Any) -> DutyReport:
     protect([SECRET])
     raise RuntimeError(f"cannot reach the database: token {SECRET} refused")
 

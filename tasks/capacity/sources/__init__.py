@@ -40,3 +40,11 @@ def fetch_all(settings: Settings, specs: list[SeriesSettings], start: float, end
         for item in future.result():
             found[item.name] = item
     return [found[spec.name] for spec in specs]
+
+
+def select_series(configured: list[SeriesSettings], names: list[str] | None) -> list[SeriesSettings]:
+    """The configured series named in `names` (all when None); an unknown name is refused."""
+    unknown = sorted(set(names or []) - {s.name for s in configured})
+    if unknown:
+        raise ValueError(f"unknown series: {', '.join(unknown)}; configured: {[s.name for s in configured]}")
+    return [s for s in configured if not names or s.name in names]

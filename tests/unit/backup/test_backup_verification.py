@@ -10,8 +10,8 @@ from flows.backup_verification import backup_verification
 from scaleops.cli.runner import BadInput, check_params
 from scaleops.core.reporting import as_datetime
 from scaleops.core.settings import Settings
-from tasks.backup.catalog import BackupListing, build_catalog, dump_key, parse_dump_key
-from tasks.backup.dump import Manifest, check_databases, libpq_target, manifest_key
+from tasks.backup.catalog import BackupListing, build_catalog, parse_dump_key
+from tasks.backup.dump import Manifest, check_databases, dump_key, libpq_target, manifest_key
 from tasks.backup.replication import diff_listings, is_plain_md5
 from tasks.backup.report import BackupReport, render_markdown
 from tasks.backup.restore import guard_scratch, scratch_name

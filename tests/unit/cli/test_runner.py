@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from scaleops.cli.app import app
 from scaleops.cli.runner import BadInput, check_params, parse_params
-from scaleops.core.duties import DUTIES, get_duty
+from scaleops.core.duties import all_duties, get_duty
 
 
 def test_parse_params_reads_json_values() -> None:
@@ -27,7 +27,7 @@ def test_parse_params_rejects_malformed(pair: str) -> None:
 
 
 def test_every_registered_duty_loads_a_flow() -> None:
-    for duty in DUTIES.values():
+    for duty in all_duties().values():
         flow = duty.load()
         assert flow.name == duty.name
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scaleops.core.duties import DUTIES
+from scaleops.core.duties import all_duties
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = yaml.safe_load((ROOT / "prefect.yaml").read_text())
@@ -32,22 +32,22 @@ def alert_mapping() -> dict[str, str]:
 
 
 def test_one_deployment_per_duty() -> None:
-    assert sorted(d["name"] for d in DEPLOYMENTS) == sorted(DUTIES)
+    assert sorted(d["name"] for d in DEPLOYMENTS) == sorted(all_duties())
 
 
 @pytest.mark.parametrize("dep", DEPLOYMENTS, ids=lambda d: d["name"])
 def test_deployment_is_complete(dep: dict[str, Any]) -> None:
     module, _, attribute = dep["entrypoint"].partition(":")
     assert (ROOT / module).is_file()
-    assert DUTIES[dep["name"]].load().name == dep["name"]
-    assert DUTIES[dep["name"]].flow == f"{module.removesuffix('.py').replace('/', '.')}:{attribute}"
+    assert all_duties()[dep["name"]].load().name == dep["name"]
+    assert all_duties()[dep["name"]].flow == f"{module.removesuffix('.py').replace('/', '.')}:{attribute}"
     assert dep["description"] and "scaleops" in dep["tags"]
     assert dep["work_pool"]["name"] == "scaleops"
     for schedule in dep["schedules"]:
         assert schedule["cron"] and schedule["timezone"]
     assert dep["concurrency_limit"]["limit"] >= 1
     assert dep["concurrency_limit"]["collision_strategy"] == "ENQUEUE"  # CANCEL_NEW would cancel backfills
-    flow_parameters = set(DUTIES[dep["name"]].load().parameters.properties)
+    flow_parameters = set(all_duties()[dep["name"]].load().parameters.properties)
     assert set(dep.get("parameters", {})) <= flow_parameters
     for trigger in dep.get("triggers", []):
         assert set(trigger.get("parameters", {})) <= flow_parameters

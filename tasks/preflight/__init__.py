@@ -1,0 +1,1 @@
+"""Duty preflight: the report; the probes themselves are shared (tasks/common/health.py)."""
