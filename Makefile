@@ -32,19 +32,23 @@ node_modules/.installed: package.json package-lock.json
 demo: setup ## bring the sandbox up and run every duty once against it
 	$(BIN)/scaleops demo
 
-test: setup ## start the services the tests need and run the whole suite
-	$(BIN)/python -m pytest
+test: setup ## lint, then the whole suite (unit tests run while the sandbox starts, then integration and e2e)
+	@mkdir -p .sandbox && ($(BIN)/scaleops sandbox up > .sandbox/test-up.log 2>&1 &)
+	@$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest -n 2 tests/unit
+	$(BIN)/python -m pytest tests/integration tests/e2e
 
-test-unit: setup ## unit tests only (no services)
-	$(BIN)/python -m pytest tests/unit
+test-unit: setup ## unit tests only (no services), on both cores
+	$(BIN)/python -m pytest -n 2 tests/unit
 
 bench: setup ## run every benchmark beside its expert baseline
 	$(BIN)/python -m bench
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, ruff format, mypy and the import contracts (cli -> flows -> tasks -> core)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 sandbox-up: setup ## start every sandbox service
 	$(BIN)/scaleops sandbox up
