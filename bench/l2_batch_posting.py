@@ -20,9 +20,10 @@ from typing import Any
 
 from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.manager import Sandbox, apply_env
-from tasks.l2.evm_poster import PostOptions, post_chain
+from tasks.l2.evm_poster import post_chain
 from tasks.l2.fees import flz_compress_len
 from tasks.l2.outbox import NewOp, add_operations, ensure_schema
+from tasks.l2.poster import PostOptions
 
 
 def scratch_db(base: str) -> tuple[str, str]:

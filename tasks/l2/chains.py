@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
-from tasks.l2.evm_poster import ChainReport, PostOptions, post_chain
+from tasks.l2.evm_poster import post_chain
+from tasks.l2.poster import ChainReport, PostOptions
 from tasks.l2.solana_poster import post_solana_chain
 
 

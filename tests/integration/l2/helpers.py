@@ -13,8 +13,9 @@ import pytest
 from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.anvil import rpc
 from tasks.l2 import evm
-from tasks.l2.evm_poster import ChainReport, PostOptions, post_chain
+from tasks.l2.evm_poster import post_chain
 from tasks.l2.outbox import NewOp, add_operations, ensure_schema
+from tasks.l2.poster import ChainReport, PostOptions
 
 
 def fresh_database(base_dsn: str) -> tuple[str, str]:

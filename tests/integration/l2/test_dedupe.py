@@ -179,7 +179,7 @@ def test_an_operation_posted_earlier_under_its_key_is_confirmed_not_failed(
 def test_a_from_block_past_the_head_is_refused_by_name(
     outbox_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.l2.evm_poster import PostingError
+    from tasks.l2.poster import PostingError
 
     monkeypatch.setenv(f"SCALEOPS_CHAINS__{CHAIN.upper()}__FROM_BLOCK", str(10**12))
     add_ops(load_settings(), CHAIN, 1)

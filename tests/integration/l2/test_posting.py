@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from scaleops.core.settings import load_settings
-from tasks.l2.evm_poster import CRASH_ENV, CRASH_STEPS
+from tasks.l2.poster import CRASH_ENV, CRASH_STEPS
 from tests.integration.l2.helpers import (
     add_ops,
     assert_exactly_once,
@@ -31,7 +31,8 @@ def run_poster_subprocess(env: dict[str, str], **options: object) -> subprocess.
     args = ", ".join(f"{k}={v!r}" for k, v in options.items())
     code = (
         "from scaleops.core.settings import load_settings\n"
-        "from tasks.l2.evm_poster import PostOptions, post_chain\n"
+        "from tasks.l2.evm_poster import post_chain\n"
+        "from tasks.l2.poster import PostOptions\n"
         f"post_chain(load_settings(), 'optimism', PostOptions({args}))\n"
     )
     return subprocess.run(

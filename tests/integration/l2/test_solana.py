@@ -14,8 +14,8 @@ import pytest
 
 from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.anvil import rpc
-from tasks.l2.evm_poster import CRASH_ENV, PostOptions
 from tasks.l2.outbox import NewOp, add_operations, ensure_schema
+from tasks.l2.poster import CRASH_ENV, PostOptions
 from tasks.l2.solana import PACKET_DATA_SIZE
 from tasks.l2.solana_poster import post_solana_chain
 from tests.integration.l2.helpers import query
@@ -82,7 +82,7 @@ def test_ops_packed_under_the_packet_limit_and_posted_once(outbox_db: str) -> No
 def run_crashing(step: str) -> None:
     code = (
         "from scaleops.core.settings import load_settings\n"
-        "from tasks.l2.evm_poster import PostOptions\n"
+        "from tasks.l2.poster import PostOptions\n"
         "from tasks.l2.solana_poster import post_solana_chain\n"
         "post_solana_chain(load_settings(), 'solana', PostOptions(wait_seconds=5))\n"
     )

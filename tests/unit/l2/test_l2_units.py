@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from scaleops.core.settings import ConfigError, load_settings
 from tasks.l2 import evm
-from tasks.l2.evm_poster import Poster, PostingError, PostOptions
+from tasks.l2.evm_poster import EvmPoster
 from tasks.l2.outbox import (
     Op,
     OutboxInputError,
@@ -25,6 +25,7 @@ from tasks.l2.outbox import (
     parse_jsonl,
     validate_op,
 )
+from tasks.l2.poster import PostingError, PostOptions
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "0x" + "ab" * 32
@@ -208,7 +209,7 @@ def test_poster_names_missing_settings_without_secrets(monkeypatch: pytest.Monke
     monkeypatch.setenv("SCALEOPS_CHAINS__BASE__SIGNER_KEY", KEY)
     cfg = load_settings().chains["base"]
     with pytest.raises(PostingError) as caught:
-        Poster(None, None, "base", cfg, PostOptions())
+        EvmPoster(None, None, "base", cfg, PostOptions())
     assert "SCALEOPS_CHAINS__BASE__CONTRACT" in str(caught.value)
     assert "SCALEOPS_CHAINS__BASE__SIGNER_ADDRESS" in str(caught.value)
     assert KEY not in str(caught.value)
