@@ -27,12 +27,19 @@ from tasks.backup.restore import run_restore_tests
 from tasks.backup.retention import apply_gfs_retention
 
 
+def needs(settings: Settings) -> list[str]:
+    if not settings.backup.databases:
+        return ["no databases to back up (SCALEOPS_BACKUP__DATABASES, or the `databases` parameter)"]
+    return []
+
+
 @duty(
     "backup-verification",
     namespace="backup",
     report=BackupReport,
     summary="back up each PostgreSQL database to S3, verify the replica region holds the same bytes, "
     "restore the newest backup from the replica region and check it, RPO/RTO, GFS retention",
+    needs=needs,
 )
 def backup_verification(
     settings: Settings,

@@ -29,12 +29,17 @@ from tasks.cache.report import CacheWarmingReport
 from tasks.cache.source import inspect_warm_set
 
 
+def needs(settings: Settings) -> list[str]:
+    return [] if settings.cache.warm_sets else ["no warm sets configured (SCALEOPS_CACHE__WARM_SETS)"]
+
+
 @duty(
     "cache-warming",
     namespace="cache",
     report=CacheWarmingReport,
     summary="stream a warm set from PostgreSQL into Redis (cluster aware, TTL jitter) inside a memory "
     "budget, invalidate changed rows, report the hit rate",
+    needs=needs,
 )
 def cache_warming(
     settings: Settings,

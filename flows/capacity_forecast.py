@@ -23,12 +23,22 @@ from tasks.capacity.report import CapacityReport, emit_breach_event
 from tasks.capacity.sources import fetch_all, select_series
 
 
+def needs(settings: Settings) -> list[str]:
+    cap = settings.capacity
+    if not cap.series:
+        return ["no series configured (SCALEOPS_CAPACITY__SERIES)"]
+    if any(s.source == "prometheus" for s in cap.series) and not cap.prometheus_url:
+        return ["prometheus series configured but no SCALEOPS_CAPACITY__PROMETHEUS_URL"]
+    return []
+
+
 @duty(
     "capacity-forecast",
     namespace="capacity",
     report=CapacityReport,
     summary="forecast metric series (Prometheus, CloudWatch, CSV, PostgreSQL), date threshold breaches, "
     "recommend capacity and cost",
+    needs=needs,
 )
 def capacity_forecast(
     settings: Settings,

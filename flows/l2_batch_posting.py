@@ -24,11 +24,22 @@ from tasks.l2.evm_poster import ChainReport, PostOptions
 from tasks.l2.report import L2PostingReport
 
 
+def needs(settings: Settings) -> list[str]:
+    if not settings.chains:
+        return ["no chains configured (SCALEOPS_CHAINS__<NAME>__RPC_URL, __CHAIN_ID, __SIGNER_KEY, ...)"]
+    return [
+        f"chain {n}: no signer key (SCALEOPS_CHAINS__{n.upper()}__SIGNER_KEY)"
+        for n, c in settings.chains.items()
+        if c.signer_key is None
+    ]
+
+
 @duty(
     "l2-batch-posting",
     namespace="l2",
     report=L2PostingReport,
     summary="post the PostgreSQL outbox to L2 chains in batches, exactly once, at the lowest fee",
+    needs=needs,
 )
 def l2_batch_posting(
     settings: Settings,

@@ -17,6 +17,7 @@ from scaleops.cli.console import (
     EXIT_OK,
     EXIT_PROBLEMS,
     err,
+    fail,
     load_cli_settings,
     out,
     print_json,
@@ -59,10 +60,33 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON
 
 
 @config_app.command("check")
-def config_check() -> None:
-    """Validate the settings; exit 2 naming each bad field."""
-    load_cli_settings()
-    err.print("[green]settings are valid[/green]")
+def config_check(
+    duty_names: Annotated[
+        list[str] | None, typer.Argument(metavar="[DUTY]...", help="check only these duties (default: all)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Validate the settings, then say per duty what it needs and does not find; exit 2 naming each
+    bad field or missing setting."""
+    from scaleops.core.duties import all_duties
+
+    settings = load_cli_settings()
+    known = all_duties()
+    unknown = sorted(set(duty_names or []) - set(known))
+    if unknown:
+        raise fail(f"unknown duty {', '.join(unknown)}; known duties: {', '.join(known)}")
+    missing = {name: known[name].missing(settings) for name in duty_names or known}
+    if as_json:
+        print_json({name: {"ready": not gaps, "missing": gaps} for name, gaps in missing.items()})
+    else:
+        table = Table("duty", "ready", "missing", box=None)
+        for name, gaps in missing.items():
+            table.add_row(name, "yes" if not gaps else "[red]no[/red]", escape("; ".join(gaps)))
+        out.print(table)
+    if any(missing.values()):
+        err.print('[red]some duties miss settings[/red] (see the table; README "Configuration")')
+        raise typer.Exit(EXIT_FAILED)
+    err.print("[green]settings are valid and every checked duty has what it needs[/green]")
 
 
 # ------------------------------------------------------------------------------------------------ sandbox

@@ -4,8 +4,9 @@
     def preflight(settings: Settings, systems: list[System] | None = None) -> PreflightReport:
         ...  # the duty's steps; return the report
 
-The declaration (name, event namespace, report type, summary) is the one place a duty is named: the
-registry (`scaleops duties`, `scaleops run`, the check of prefect.yaml) reads it from here. Around the
+The declaration (name, event namespace, report type, summary, and `needs`: what it must find in the
+settings) is the one place a duty is named: the registry (`scaleops duties`, `scaleops run`,
+`scaleops config check`, the check of prefect.yaml) reads it from here. Around the
 body the decorator loads the settings and hands them in (`settings` is not a flow parameter), masks
 their secrets in logs and exceptions, and at the end stamps and finishes the report and publishes it:
 one markdown artifact, one table where the report has rows, one event `scaleops.<namespace>.<outcome>`.
@@ -25,7 +26,7 @@ from typing import Any
 
 from scaleops.core.redaction import protect, redacting
 from scaleops.core.reporting import DutyReport, failure_hook, publish_report
-from scaleops.core.settings import load_settings
+from scaleops.core.settings import Settings, load_settings
 
 FLOWS_PACKAGE = "flows"  # every duty's flow lives in flows/<duty>.py
 
@@ -37,6 +38,11 @@ class Duty:
     report: type[DutyReport]
     summary: str
     flow: str  # "module:attribute", the deployment's entrypoint
+    needs: Callable[[Settings], list[str]] = lambda _settings: []
+
+    def missing(self, settings: Settings) -> list[str]:
+        """What this duty needs from the settings and does not find (`scaleops config check`)."""
+        return self.needs(settings)
 
     def load(self) -> Any:
         """The Prefect flow."""
@@ -79,6 +85,7 @@ def duty(
     namespace: str,
     report: type[DutyReport],
     summary: str,
+    needs: Callable[[Settings], list[str]] | None = None,
     **flow_options: Any,
 ) -> Callable[[Callable[..., DutyReport]], Any]:
     """Declare a duty and make its body a Prefect flow (see the module docstring)."""
@@ -119,7 +126,8 @@ def duty(
         run.__annotations__ = {k: v for k, v in hints.items() if k != "settings"}
         hook = failure_hook(namespace, name)
         made = flow(name=name, on_failure=[hook], on_crashed=[hook], **flow_options)(redacting(run))
-        _REGISTRY[name] = Duty(name, namespace, report, summary, f"{body.__module__}:{body.__name__}")
+        entrypoint = f"{body.__module__}:{body.__name__}"
+        _REGISTRY[name] = Duty(name, namespace, report, summary, entrypoint, needs or Duty.needs)
         return made
 
     return decorate

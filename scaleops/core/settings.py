@@ -175,7 +175,7 @@ class BackupSettings(Section):
     The buckets are the S3 section's; the restore server is SCALEOPS_POSTGRES__RESTORE_DSN."""
 
     prefix: str = Field(default="backups/", description="key prefix of every backup object in both buckets")
-    databases: list[str] = Field(default_factory=lambda: ["postgres"], description="databases to back up")
+    databases: list[str] = Field(default_factory=list, description="databases to back up (JSON list)")
     replication_sla_seconds: float = Field(
         default=900, gt=0, description="an object younger than this and not yet in the replica is pending"
     )
@@ -201,12 +201,9 @@ class BackupSettings(Section):
     @classmethod
     def _databases(cls, value: list[str]) -> list[str]:
         bad = [d for d in value if not d or len(d) > 63 or "/" in d or d.startswith("scaleops_restore_")]
-        if bad or not value:
-            raise ValueError("must be a non-empty list of database names (no '/', not a scratch restore db)")
+        if bad:
+            raise ValueError("must be a list of database names (no '/', not a scratch restore db)")
         return value
-
-
-DEMO_WARM_SET_QUERY = "select key, value, updated_at from scaleops_demo.cache_source order by hits desc, key"
 
 
 class WarmSet(Section):
@@ -235,9 +232,7 @@ class CacheSettings(Section):
     """cache-warming: the warm sets (queries live here, never in flow parameters) and tuning."""
 
     warm_sets: dict[str, WarmSet] = Field(
-        default_factory=lambda: {
-            "demo": WarmSet(query=DEMO_WARM_SET_QUERY, key_prefix="demo:item:", ttl_seconds=3600)
-        },
+        default_factory=dict,
         description="name -> {query, key_prefix, ttl_seconds, ttl_jitter, serializer} (JSON in the env)",
     )
     batch_size: int = Field(default=2000, ge=1, le=100_000, description="rows per fetch and per pipeline")
@@ -376,58 +371,10 @@ class SeriesSettings(Section):
         return self
 
 
-def _sandbox_series() -> list[SeriesSettings]:
-    """The series the sandbox's Prometheus holds, so `scaleops demo` forecasts with no configuration."""
-    return [
-        SeriesSettings(
-            name="disk-db-1",
-            source="prometheus",
-            query='avg_over_time(scaleops_disk_used_gb{host="db-1"}[1h])',
-            step="1h",
-            threshold=800,
-            unit="GB",
-            capacity_per_unit=100,
-            unit_cost_per_month=8.0,
-            bounds=(0, 1000),
-        ),
-        SeriesSettings(
-            name="cpu-api",
-            source="prometheus",
-            query='avg_over_time(scaleops_cpu_utilization_percent{service="api"}[1h])',
-            step="1h",
-            threshold=85,
-            unit="%",
-            capacity_per_unit=10,
-            unit_cost_per_month=70.0,
-            bounds=(0, 100),
-        ),
-        SeriesSettings(
-            name="memory-cache-1",
-            source="prometheus",
-            query='avg_over_time(scaleops_memory_used_gb{instance="cache-1"}[1h])',
-            step="1h",
-            threshold=0.9,
-            unit="GB",
-            bounds=(0, 1),
-        ),
-        SeriesSettings(
-            name="rps-rpc-gateway",
-            source="prometheus",
-            query='avg_over_time(scaleops_http_requests_per_second{service="rpc-gateway"}[1h])',
-            step="1h",
-            threshold=2500,
-            unit="req/s",
-            capacity_per_unit=500,
-            unit_cost_per_month=120.0,
-            bounds=(0, None),
-        ),
-    ]
-
-
 class CapacitySettings(Section):
     """Capacity forecasting: which series, where to read them, how far to look back and ahead."""
 
-    series: list[SeriesSettings] = Field(default_factory=_sandbox_series)
+    series: list[SeriesSettings] = Field(default_factory=list, description="JSON list of series")
     prometheus_url: str | None = Field(default=None, description="Prometheus HTTP API, e.g. http://host:9090")
     cloudwatch_region: str = "us-east-1"
     cloudwatch_endpoint_url: str | None = Field(default=None, description="unset: AWS itself")

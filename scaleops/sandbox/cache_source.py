@@ -1,4 +1,4 @@
-"""The demo source table cache-warming's default warm set reads (`scaleops_demo.cache_source`).
+"""The demo source table the sandbox's `demo` warm set reads (`scaleops_demo.cache_source`).
 
 Not a process: a seed step on the sandbox's PostgreSQL primary, so `scaleops demo` can warm a cache with
 no configuration. It creates the table once (5,000 rows with a hotness score and `updated_at`) and never
@@ -7,6 +7,7 @@ touches it again, so tests and people may change rows to watch invalidation work
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from scaleops.sandbox.services import LOCAL, Postgres, Service
@@ -14,6 +15,14 @@ from scaleops.sandbox.services import LOCAL, Postgres, Service
 SCHEMA = "scaleops_demo"
 TABLE = f"{SCHEMA}.cache_source"
 ROWS = 5000
+# What `scaleops sandbox env` exports as SCALEOPS_CACHE__WARM_SETS: production has no default warm set.
+DEMO_WARM_SETS = {
+    "demo": {
+        "query": f"select key, value, updated_at from {TABLE} order by hits desc, key",
+        "key_prefix": "demo:item:",
+        "ttl_seconds": 3600,
+    }
+}
 
 SEED_SQL = f"""
 create schema if not exists {SCHEMA};
@@ -65,3 +74,6 @@ class CacheSource(Service):
 
     def url(self) -> str:
         return f"postgresql://postgres:****@{LOCAL}:{self.postgres.port}/postgres#{TABLE}"
+
+    def env(self) -> dict[str, str]:
+        return {"SCALEOPS_CACHE__WARM_SETS": json.dumps(DEMO_WARM_SETS)}

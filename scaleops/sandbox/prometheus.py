@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from scaleops.sandbox.probes import http_ok
 from scaleops.sandbox.procs import spawn
 from scaleops.sandbox.services import LOCAL, SandboxError, Service
+
+if TYPE_CHECKING:  # numpy is imported where history is made: a healthy `up` never needs it
+    import numpy as np
 
 STEP_SECONDS = 300
 DAYS_BEFORE = 30
@@ -27,9 +29,58 @@ DAYS_AFTER = 7
 REGENERATE_AFTER_DAYS = 3
 DAY = 86_400
 
+# The series this Prometheus holds, exported as SCALEOPS_CAPACITY__SERIES by `scaleops sandbox env`, so
+# `scaleops demo` forecasts with no configuration (production has no default series).
+SANDBOX_SERIES = [
+    {
+        "name": "disk-db-1",
+        "source": "prometheus",
+        "query": 'avg_over_time(scaleops_disk_used_gb{host="db-1"}[1h])',
+        "step": "1h",
+        "threshold": 800,
+        "unit": "GB",
+        "capacity_per_unit": 100,
+        "unit_cost_per_month": 8.0,
+        "bounds": [0, 1000],
+    },
+    {
+        "name": "cpu-api",
+        "source": "prometheus",
+        "query": 'avg_over_time(scaleops_cpu_utilization_percent{service="api"}[1h])',
+        "step": "1h",
+        "threshold": 85,
+        "unit": "%",
+        "capacity_per_unit": 10,
+        "unit_cost_per_month": 70.0,
+        "bounds": [0, 100],
+    },
+    {
+        "name": "memory-cache-1",
+        "source": "prometheus",
+        "query": 'avg_over_time(scaleops_memory_used_gb{instance="cache-1"}[1h])',
+        "step": "1h",
+        "threshold": 0.9,
+        "unit": "GB",
+        "bounds": [0, 1],
+    },
+    {
+        "name": "rps-rpc-gateway",
+        "source": "prometheus",
+        "query": 'avg_over_time(scaleops_http_requests_per_second{service="rpc-gateway"}[1h])',
+        "step": "1h",
+        "threshold": 2500,
+        "unit": "req/s",
+        "capacity_per_unit": 500,
+        "unit_cost_per_month": 120.0,
+        "bounds": [0, None],
+    },
+]
+
 
 def _daily_shape(hours: np.ndarray, peak_hour: float = 14.0) -> np.ndarray:
     """0..1, low at night, high in the (UTC) afternoon."""
+    import numpy as np
+
     return 0.5 + 0.5 * np.cos(2 * np.pi * (hours - peak_hour) / 24)
 
 
@@ -37,6 +88,8 @@ def generate_history(
     start: float, end: float, seed: int = 7
 ) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """{family: (labels, timestamps, values)}: the four series the default settings forecast."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     t = np.arange(start, end, STEP_SECONDS, dtype=float)
     days = (t - start) / DAY
@@ -139,12 +192,13 @@ class Prometheus(Service):
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0])
 
     def probe(self) -> bool:
-        import httpx
-
-        return httpx.get(f"{self.url()}/-/ready", timeout=2).status_code == 200
+        return http_ok(f"{self.url()}/-/ready")
 
     def env(self) -> dict[str, str]:
-        return {"SCALEOPS_CAPACITY__PROMETHEUS_URL": self.url()}
+        return {
+            "SCALEOPS_CAPACITY__PROMETHEUS_URL": self.url(),
+            "SCALEOPS_CAPACITY__SERIES": json.dumps(SANDBOX_SERIES),
+        }
 
     def details(self) -> dict[str, Any]:
         history = self.history()

@@ -44,6 +44,8 @@ def fetch_all(settings: Settings, specs: list[SeriesSettings], start: float, end
 
 def select_series(configured: list[SeriesSettings], names: list[str] | None) -> list[SeriesSettings]:
     """The configured series named in `names` (all when None); an unknown name is refused."""
+    if not configured:
+        raise ValueError("series: no series configured (SCALEOPS_CAPACITY__SERIES)")
     unknown = sorted(set(names or []) - {s.name for s in configured})
     if unknown:
         raise ValueError(f"unknown series: {', '.join(unknown)}; configured: {[s.name for s in configured]}")

@@ -159,7 +159,7 @@ def warmed_events(api: str, resource: str, since: str) -> list[dict[str, Any]]:
     return list(httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"])
 
 
-def test_demo_default_needs_no_configuration(sandbox_env: dict[str, str]) -> None:
+def test_sandbox_demo_warm_set_needs_nothing_but_the_sandbox_env(sandbox_env: dict[str, str]) -> None:
     from datetime import UTC, datetime
 
     since = datetime.now(UTC).isoformat()

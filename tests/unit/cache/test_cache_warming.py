@@ -13,6 +13,7 @@ import redis.exceptions as rex
 from redis.connection import Connection
 
 from scaleops.core.settings import ConfigError, load_settings
+from scaleops.sandbox.cache_source import DEMO_WARM_SETS
 from tasks.cache.redis import (
     Budget,
     NodeMemory,
@@ -175,7 +176,9 @@ def test_warm_query_is_wrapped_not_edited() -> None:
 
 
 def test_warm_set_settings_are_validated_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert "demo" in load_settings().cache.warm_sets  # the sandbox default
+    assert load_settings().cache.warm_sets == {}  # production has no default warm set
+    monkeypatch.setenv("SCALEOPS_CACHE__WARM_SETS", json.dumps(DEMO_WARM_SETS))  # what the sandbox exports
+    assert "demo" in load_settings().cache.warm_sets
     monkeypatch.setenv(
         "SCALEOPS_CACHE__WARM_SETS",
         json.dumps({"a": {"query": "select 1; drop table x"}, "b": {"query": "select 1", "ttl_seconds": 0}}),

@@ -3,6 +3,7 @@ recommendations, CSV reading, settings."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from scaleops.core.settings import ConfigError, load_settings
+from scaleops.sandbox.prometheus import SANDBOX_SERIES
 from tasks.capacity.models import (
     Forecast,
     ForecastError,
@@ -227,7 +229,9 @@ def test_malformed_csv_names_line_and_column(tmp_path: Path, content: str, messa
 
 
 def test_series_settings_are_validated_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert [s.name for s in load_settings().capacity.series][:1] == ["disk-db-1"]  # sandbox defaults
+    assert load_settings().capacity.series == []  # production has no default series
+    monkeypatch.setenv("SCALEOPS_CAPACITY__SERIES", json.dumps(SANDBOX_SERIES))  # what the sandbox exports
+    assert [s.name for s in load_settings().capacity.series][:1] == ["disk-db-1"]
     monkeypatch.setenv("SCALEOPS_CAPACITY__SERIES", '[{"name": "x", "source": "cloudwatch", "threshold": 1}]')
     with pytest.raises(ConfigError, match="SCALEOPS_CAPACITY__SERIES: .*needs namespace, metric"):
         load_settings()

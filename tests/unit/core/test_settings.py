@@ -144,9 +144,31 @@ def test_config_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(shown.stdout)["postgres"]["dsn"] == "postgresql://app:****@db/app"
     table = runner.invoke(app, ["config", "show"])
     assert table.exit_code == 0 and "SCALEOPS_POSTGRES__DSN" in table.stdout and SECRET not in table.stdout
-    assert runner.invoke(app, ["config", "check"]).exit_code == 0
+    assert runner.invoke(app, ["config", "check", "preflight"]).exit_code == 0
 
     monkeypatch.setenv("SCALEOPS_REDIS__URL", "not-a-url")
     bad = runner.invoke(app, ["config", "check"])
     assert bad.exit_code == 2
     assert "SCALEOPS_REDIS__URL" in bad.stderr
+
+
+def test_config_check_names_what_each_duty_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production defaults hold no demo data: an empty environment is not ready, and says why."""
+    runner = CliRunner()
+    empty = runner.invoke(app, ["config", "check", "--json"])
+    assert empty.exit_code == 2
+    report = json.loads(empty.stdout)
+    assert report["preflight"] == {"ready": True, "missing": []}
+    assert "no series configured (SCALEOPS_CAPACITY__SERIES)" in report["capacity-forecast"]["missing"]
+    assert "SCALEOPS_CACHE__WARM_SETS" in report["cache-warming"]["missing"][0]
+    assert "SCALEOPS_BACKUP__DATABASES" in report["backup-verification"]["missing"][0]
+    assert "SCALEOPS_CHAINS__" in report["l2-batch-posting"]["missing"][0]
+
+    monkeypatch.setenv(
+        "SCALEOPS_CAPACITY__SERIES", '[{"name": "x", "source": "csv", "path": "a.csv", "threshold": 1}]'
+    )
+    monkeypatch.setenv("SCALEOPS_CACHE__WARM_SETS", '{"hot": {"query": "select k, v from t"}}')
+    ready = runner.invoke(app, ["config", "check", "capacity-forecast", "cache-warming"])
+    assert ready.exit_code == 0, ready.stderr
+    unknown = runner.invoke(app, ["config", "check", "no-such-duty"])
+    assert unknown.exit_code == 2 and "no-such-duty" in unknown.stderr
