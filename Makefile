@@ -18,11 +18,14 @@ setup: system-packages $(STAMP) node_modules/.installed ## install Debian packag
 system-packages: ## install the sandbox's Debian packages when missing (root), or name them
 	@bash scripts/ensure-system-packages.sh
 
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on many machines and images)
+# every process would otherwise compile everything it imports again.
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	@$(BIN)/uv pip sync -q --python $(BIN)/python requirements/lock.txt
+	@$(BIN)/uv pip sync -q --compile-bytecode --python $(BIN)/python requirements/lock.txt
 	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@$(BIN)/python -m compileall -q scaleops flows tasks > /dev/null
 	@touch $(STAMP)
 
 node_modules/.installed: package.json package-lock.json

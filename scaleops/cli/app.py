@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -23,7 +23,9 @@ from scaleops.cli.console import (
     print_json,
     progress,
 )
-from scaleops.core.settings import Settings
+
+if TYPE_CHECKING:
+    from scaleops.core.settings import Settings
 
 app = typer.Typer(
     help="scaleops: a Web3 platform's scaling and reliability duties as Prefect flows.",

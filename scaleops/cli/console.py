@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scaleops.core.settings import ConfigError, Settings, load_settings
+if TYPE_CHECKING:  # settings import pydantic models: only commands that need them pay for it
+    from scaleops.core.settings import Settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_FAILED = 0, 1, 2
 
@@ -44,6 +45,8 @@ def fail(message: str) -> typer.Exit:
 
 def load_cli_settings() -> Settings:
     """Load settings or exit 2 with one line per bad field."""
+    from scaleops.core.settings import ConfigError, load_settings
+
     try:
         return load_settings()
     except ConfigError as exc:
