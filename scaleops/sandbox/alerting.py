@@ -6,6 +6,7 @@ import shutil
 import sys
 from typing import Any
 
+from scaleops.sandbox.probes import http_ok
 from scaleops.sandbox.procs import spawn
 from scaleops.sandbox.services import LOCAL, PrefectServer, SandboxError, Service
 
@@ -43,9 +44,7 @@ class AlertBridge(Service):
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=env)
 
     def probe(self) -> bool:
-        import httpx
-
-        return httpx.get(f"{self.url()}/healthz", timeout=2).status_code == 200
+        return http_ok(f"{self.url()}/healthz")
 
     def env(self) -> dict[str, str]:
         return {"SCALEOPS_ALERTS__URL": self.url(), "SCALEOPS_ALERTS__TOKEN": self.token}
@@ -112,9 +111,7 @@ class Alertmanager(Service):
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0])
 
     def probe(self) -> bool:
-        import httpx
-
-        return httpx.get(f"{self.url()}/-/ready", timeout=2).status_code == 200
+        return http_ok(f"{self.url()}/-/ready")
 
     def env(self) -> dict[str, str]:
         return {"SCALEOPS_ALERTMANAGER__URL": self.url()}

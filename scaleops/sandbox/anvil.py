@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scaleops.sandbox.probes import http_json
 from scaleops.sandbox.procs import owned_pid, spawn
 from scaleops.sandbox.services import LOCAL, SandboxError, Service
 
@@ -37,13 +38,10 @@ def operation_log_build() -> str:
 
 
 def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float = 5) -> Any:
-    import httpx
-
-    response = httpx.post(
-        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout
+    """One JSON-RPC call over plain HTTP; an error answer raises SandboxError naming the method."""
+    body = http_json(
+        "POST", url, {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout
     )
-    response.raise_for_status()
-    body = response.json()
     if "error" in body:
         raise SandboxError(f"{method}: {body['error'].get('message')}")
     return body["result"]

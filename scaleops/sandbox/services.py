@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -20,12 +21,12 @@ from glob import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaleops.sandbox.probes import LOCAL, http_json, http_ok, http_request, redis_cluster_info, redis_ping
 from scaleops.sandbox.procs import owned_pid, spawn, stop_pid
 
 if TYPE_CHECKING:
     from scaleops.sandbox.manager import Sandbox
 
-LOCAL = "127.0.0.1"
 WORK_POOL = "scaleops"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where prefect.yaml and flows/ live
 
@@ -401,13 +402,6 @@ def _redis_args(port: int, data: Path, *extra: str) -> list[str]:
     ]
 
 
-def _redis_ping(port: int) -> bool:
-    import redis
-
-    with redis.Redis(host=LOCAL, port=port, socket_timeout=2, socket_connect_timeout=2) as client:
-        return bool(client.ping())
-
-
 class Redis(Service):
     name = "redis"
     description = "Redis standalone"
@@ -420,7 +414,7 @@ class Redis(Service):
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0])
 
     def probe(self) -> bool:
-        return _redis_ping(self.port)
+        return redis_ping(self.port)
 
     def url(self) -> str:
         return f"redis://{LOCAL}:{self.port}/0"
@@ -469,13 +463,10 @@ class RedisCluster(Service):
             spawn(args, cwd=data, log=self.log, pidfile=self.pidfiles()[i])
 
     def probe(self) -> bool:
-        return all(_redis_ping(p) for p in self.ports())
+        return all(redis_ping(p) for p in self.ports())
 
     def _cluster_info(self, port: int) -> dict[str, Any]:
-        import redis
-
-        with redis.Redis(host=LOCAL, port=port, socket_timeout=2, decode_responses=True) as client:
-            return dict(client.execute_command("CLUSTER INFO"))
+        return dict(redis_cluster_info(port))
 
     def cluster_ok(self) -> bool:
         return all(self._cluster_info(p).get("cluster_state") == "ok" for p in self.ports())
@@ -555,8 +546,16 @@ class S3(Service):
             config=Config(region_name=region, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
         )
 
+    def bucket_names(self) -> set[str]:
+        """ListBuckets as a plain GET: moto answers it unsigned, and boto3 costs a second or more to load."""
+        status, body = http_request("GET", f"{self.url()}/", timeout=5)
+        text = body.decode(errors="replace")
+        if status != 200 or "<ListAllMyBucketsResult" not in text:
+            raise SandboxError(f"s3: ListBuckets answered HTTP {status}: {text[:200]}")
+        return set(re.findall(r"<Name>([^<]+)</Name>", text))  # bucket names need no XML escaping
+
     def probe(self) -> bool:
-        self.client(self.sb.settings.s3.primary_region).list_buckets()
+        self.bucket_names()
         return True
 
     def buckets(self) -> list[tuple[str, str]]:
@@ -564,11 +563,11 @@ class S3(Service):
         return [(s3.primary_bucket, s3.primary_region), (s3.replica_bucket, s3.replica_region)]
 
     def ready(self) -> None:
+        existing = self.bucket_names()  # moto lists every region's buckets
         for bucket, region in self.buckets():
-            client = self.client(region)
-            existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
             if bucket in existing:
                 continue
+            client = self.client(region)
             kwargs: dict[str, Any] = {"Bucket": bucket}
             if region != "us-east-1":
                 kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -668,22 +667,19 @@ class PrefectServer(Service):
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=env)
 
     def probe(self) -> bool:
-        import httpx
-
-        response = httpx.get(f"{self.url()}/api/health", timeout=2)
-        return response.status_code == 200
+        return http_ok(f"{self.url()}/api/health")
 
     def ready(self) -> None:
         """The process work pool every scaleops deployment names (`prefect deploy` needs it to exist)."""
-        import httpx
-
-        response = httpx.post(
+        status, body = http_request(
+            "POST",
             f"{self.url()}/api/work_pools/",
-            json={"name": WORK_POOL, "type": "process", "description": "scaleops duties (sandbox)"},
+            {"name": WORK_POOL, "type": "process", "description": "scaleops duties (sandbox)"},
             timeout=10,
         )
-        if response.status_code not in (201, 409):
-            raise SandboxError(f"prefect: could not create work pool {WORK_POOL!r}: {response.text[:200]}")
+        if status not in (201, 409):
+            text = body[:200].decode(errors="replace")
+            raise SandboxError(f"prefect: could not create work pool {WORK_POOL!r}: {text}")
 
     def stop(self) -> None:
         for pid in self.pids():
@@ -758,13 +754,8 @@ class PrefectWorker(Service):
         return f"sandbox-{hashlib.sha256(str(self.sb.dir).encode()).hexdigest()[:8]}"
 
     def probe(self) -> bool:
-        import httpx
-
-        response = httpx.post(
-            f"{self.prefect.url()}/api/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=5
-        )
-        response.raise_for_status()
-        return any(w["name"] == self.worker_name and w.get("status") == "ONLINE" for w in response.json())
+        workers = http_json("POST", f"{self.prefect.url()}/api/work_pools/{WORK_POOL}/workers/filter", {})
+        return any(w["name"] == self.worker_name and w.get("status") == "ONLINE" for w in workers)
 
     def stop(self) -> None:
         for pid in self.pids():
