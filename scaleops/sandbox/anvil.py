@@ -30,11 +30,21 @@ def artifact(name: str) -> dict[str, Any]:
     return dict(json.loads((ARTIFACTS / f"{name}.json").read_text()))
 
 
-def operation_log_build() -> str:
-    """Fingerprint of the OperationLog creation code: a sandbox redeploys when the artifact changes."""
+def keccak_hex(text: str) -> str:
     from eth_utils import keccak
 
-    return "0x" + keccak(text=artifact("OperationLog")["bytecode"]).hex()
+    return "0x" + keccak(text=text).hex()
+
+
+def operation_log_build() -> str:
+    """Fingerprint of the OperationLog creation code: a sandbox redeploys when the artifact changes."""
+    return keccak_hex(artifact("OperationLog")["bytecode"])
+
+
+def _address_of(key: str) -> str:
+    from eth_account import Account
+
+    return str(Account.from_key(key).address)
 
 
 def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float = 5) -> Any:
@@ -95,15 +105,15 @@ class Anvil(Service):
         return int(self.call("eth_chainId"), 16) == self.chain_id
 
     # -- the signer and the contracts -------------------------------------------------------------------
+    # key, address and build are memoised in the state: computing them imports eth_account (seconds)
     def signer_key(self) -> str:
-        from eth_utils import keccak
-
-        return "0x" + keccak(text=self.sb.secret(f"{self.name}_signer_seed")).hex()
+        return self.sb.memo(f"{self.name}_signer_key", self.sb.secret(f"{self.name}_signer_seed"), keccak_hex)
 
     def signer_address(self) -> str:
-        from eth_account import Account
+        return self.sb.memo(f"{self.name}_signer_address", self.signer_key(), _address_of)
 
-        return str(Account.from_key(self.signer_key()).address)
+    def operation_log_build(self) -> str:
+        return self.sb.memo("operation_log_build", artifact("OperationLog")["bytecode"], keccak_hex)
 
     def contract_address(self) -> str | None:
         value = self.sb.state.get("anvil_contracts", {}).get(self.name)
@@ -122,7 +132,7 @@ class Anvil(Service):
         built = self.sb.state.get("anvil_contract_builds", {}).get(self.name)
         if (
             deployed
-            and built == operation_log_build()
+            and built == self.operation_log_build()
             and self.name in self.sb.state.get("anvil_contract_blocks", {})
             and self.call("eth_getCode", [deployed, "latest"]) not in ("0x", "0x0", None)
         ):
@@ -132,7 +142,7 @@ class Anvil(Service):
         address, block = self.deploy_operation_log()
         self.sb.state.setdefault("anvil_contracts", {})[self.name] = address
         self.sb.state.setdefault("anvil_contract_blocks", {})[self.name] = block
-        self.sb.state.setdefault("anvil_contract_builds", {})[self.name] = operation_log_build()
+        self.sb.state.setdefault("anvil_contract_builds", {})[self.name] = self.operation_log_build()
         self.sb.save()
 
     def deploy_operation_log(self) -> tuple[str, int]:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from scaleops.core.settings import Settings
 from scaleops.sandbox.procs import free_port, port_is_free, tail
@@ -24,6 +27,8 @@ from scaleops.sandbox.registry import SERVICES
 from scaleops.sandbox.services import SandboxError, Service
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
+PROBE_THREADS = 8  # probes wait on sockets, not on the CPU: check a wave of services at once
 
 
 class Sandbox:
@@ -32,6 +37,8 @@ class Sandbox:
         self.dir = Path(directory or settings.sandbox.dir).absolute()
         self._services = {cls.name: cls(self) for cls in SERVICES}
         self._state: dict[str, Any] | None = None
+        self._guard = threading.RLock()  # probes run in threads and may record a port, secret or memo
+        self._locked = False  # this process holds the `up`/`down` lock
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -40,36 +47,60 @@ class Sandbox:
 
     @property
     def state(self) -> dict[str, Any]:
-        if self._state is None:
-            try:
-                self._state = json.loads(self.state_file.read_text())
-            except (OSError, ValueError):
-                self._state = {}
-            self._state.setdefault("ports", {})
-            self._state.setdefault("secrets", {})
-        return self._state
+        with self._guard:
+            if self._state is None:
+                try:
+                    self._state = json.loads(self.state_file.read_text())
+                except (OSError, ValueError):
+                    self._state = {}
+                self._state.setdefault("ports", {})
+                self._state.setdefault("secrets", {})
+            return self._state
 
     def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True))
-        tmp.chmod(0o600)
-        tmp.replace(self.state_file)
+        with self._guard:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True))
+            tmp.chmod(0o600)
+            tmp.replace(self.state_file)
 
     def port(self, key: str, *, bus_offset: int | None = None) -> int:
         """The port recorded for `key`; a new free one the first time."""
-        ports: dict[str, int] = self.state["ports"]
-        if key not in ports:
-            ports[key] = free_port(bus_offset=bus_offset, avoid=set(ports.values()))
-            self.save()
-        return int(ports[key])
+        with self._guard:
+            ports: dict[str, int] = self.state["ports"]
+            if key not in ports:
+                ports[key] = free_port(bus_offset=bus_offset, avoid=set(ports.values()))
+                self.save()
+            return int(ports[key])
 
     def secret(self, key: str) -> str:
-        values: dict[str, str] = self.state["secrets"]
-        if key not in values:
-            values[key] = secrets.token_urlsafe(18)
-            self.save()
-        return values[key]
+        with self._guard:
+            values: dict[str, str] = self.state["secrets"]
+            if key not in values:
+                values[key] = secrets.token_urlsafe(18)
+                self.save()
+            return values[key]
+
+    def memo(self, key: str, source: str, compute: Callable[[str], str]) -> str:
+        """`compute(source)`, kept in the state beside a digest of `source` (recomputed when that changes).
+
+        For values derived from a secret or an artifact (signer keys and addresses, a bytecode hash): they
+        never change while their source does not, and computing them imports eth_account or solders,
+        seconds per process. Written to disk only under the `up`/`down` lock (so `sandbox env` run
+        beside an `up` cannot overwrite what that `up` records); elsewhere remembered in memory.
+        """
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        with self._guard:
+            memos: dict[str, Any] = self.state.setdefault("memo", {})
+            entry = memos.get(key)
+            if isinstance(entry, dict) and entry.get("of") == digest:
+                return str(entry["value"])
+            value = compute(source)
+            memos[key] = {"of": digest, "value": value}
+            if self._locked:
+                self.save()
+            return value
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -78,9 +109,12 @@ class Sandbox:
         with open(self.dir / ".lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                self._state = None  # another process may have changed it
+                with self._guard:
+                    self._state = None  # another process may have changed it
+                    self._locked = True
                 yield
             finally:
+                self._locked = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- services -------------------------------------------------------------------------------
@@ -158,9 +192,10 @@ class Sandbox:
                         except Exception as exc:
                             raise SandboxError(f"{svc.name}: failed to start ({exc}); see {svc.log}") from exc
                     waiting[svc.name] = time.monotonic() + timeout
+                answers = self._answer_all([self._services[name] for name in waiting])
                 for name, deadline in list(waiting.items()):
                     svc = self._services[name]
-                    if self._answers(svc):
+                    if answers[name]:
                         try:
                             svc.ready()
                         except SandboxError:
@@ -188,6 +223,17 @@ class Sandbox:
             return svc.probe()
         except Exception:
             return False
+
+    @staticmethod
+    def _each(services: list[Service], check: Callable[[Service], T]) -> dict[str, T]:
+        """{name: check(service)}, the services checked at the same time (each check waits on a socket)."""
+        if len(services) <= 1:
+            return {svc.name: check(svc) for svc in services}
+        with ThreadPoolExecutor(max_workers=min(PROBE_THREADS, len(services))) as pool:
+            return dict(zip((svc.name for svc in services), pool.map(check, services), strict=True))
+
+    def _answer_all(self, services: list[Service]) -> dict[str, bool]:
+        return self._each(services, self._answers)
 
     def down(self, purge: bool = False, progress: Progress | None = None) -> None:
         """Stop the sandbox's own processes (by PID, dependents first); `purge` deletes all state."""
@@ -220,12 +266,15 @@ class Sandbox:
     def status(self, only: Iterable[str] | None = None) -> dict[str, Any]:
         """{service: {url, healthy, running, pids, log, ...}} for the selected (default: all) services."""
         out: dict[str, Any] = {}
-        for svc in self.select(only):
-            configured = self.configured(svc)
+        selected = self.select(only)
+        configured_names = {svc.name for svc in selected if self.configured(svc)}
+        healthy = self._each(selected, lambda svc: svc.name in configured_names and svc.healthy())
+        for svc in selected:
+            configured = svc.name in configured_names
             entry: dict[str, Any] = {
                 "description": svc.description,
                 "url": svc.url() if configured else None,
-                "healthy": svc.healthy() if configured else False,
+                "healthy": healthy[svc.name],
                 "running": svc.running(),
                 "pids": svc.pids(),
                 "log": str(svc.log),

@@ -5,6 +5,7 @@ starts a fresh ledger."""
 from __future__ import annotations
 
 import sys
+from hashlib import sha256
 from typing import Any
 
 from scaleops.sandbox.anvil import rpc
@@ -13,6 +14,12 @@ from scaleops.sandbox.services import LOCAL, Service
 
 MEMO_PROGRAM = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr"
 FUNDING_LAMPORTS = 1_000 * 10**9
+
+
+def _keypair(seed: str) -> Any:
+    from solders.keypair import Keypair
+
+    return Keypair.from_seed(sha256(seed.encode()).digest())
 
 
 class SolanaLiteSvm(Service):
@@ -39,28 +46,31 @@ class SolanaLiteSvm(Service):
         return bool(self.call("getHealth") == "ok")
 
     def keypair(self) -> Any:
-        from solders.keypair import Keypair
+        return _keypair(self.sb.secret("solana_signer_seed"))
 
-        seed = self.sb.secret("solana_signer_seed").encode()
-        from hashlib import sha256
+    # memoised in the state, like the EVM signers: a healthy `up` need not import solders
+    def signer_key(self) -> str:
+        seed = self.sb.secret("solana_signer_seed")
+        return self.sb.memo("solana_signer_key", seed, lambda s: str(_keypair(s)))
 
-        return Keypair.from_seed(sha256(seed).digest())
+    def signer_address(self) -> str:
+        seed = self.sb.secret("solana_signer_seed")
+        return self.sb.memo("solana_signer_address", seed, lambda s: str(_keypair(s).pubkey()))
 
     def ready(self) -> None:
-        signer = str(self.keypair().pubkey())
+        signer = self.signer_address()
         if int(self.call("getBalance", [signer])["value"]) < FUNDING_LAMPORTS // 2:
             self.call("requestAirdrop", [signer, FUNDING_LAMPORTS])
 
     def env(self) -> dict[str, str]:
-        keypair = self.keypair()
         prefix = "SCALEOPS_CHAINS__SOLANA__"
         values = {
             "RPC_URL": self.url(),
             "CHAIN_ID": "900",  # informational: Solana has no chain id; the genesis hash names a cluster
             "KIND": "solana",
             "CONTRACT": MEMO_PROGRAM,
-            "SIGNER_ADDRESS": str(keypair.pubkey()),
-            "SIGNER_KEY": str(keypair),
+            "SIGNER_ADDRESS": self.signer_address(),
+            "SIGNER_KEY": self.signer_key(),
             "MAX_BATCH_OPS": "64",
             "MAX_BATCH_BYTES": "1232",
             "MAX_FEE_PER_BATCH": "1000000",

@@ -1,5 +1,5 @@
-"""The sandbox's standard-library checks (plain HTTP, JSON-RPC, Redis RESP) against loopback servers
-started here: no sandbox needed."""
+"""The sandbox's standard-library checks (plain HTTP, JSON-RPC, Redis RESP), its memo of derived values
+and its concurrent probing, against loopback servers started here: no sandbox needed."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import io
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scaleops.core.settings import Settings
 from scaleops.sandbox.anvil import rpc
 from scaleops.sandbox.jsonrpc import answer, serving_in_thread
+from scaleops.sandbox.manager import PROBE_THREADS, Sandbox
 from scaleops.sandbox.probes import (
     ProbeError,
     _read_reply,
@@ -23,7 +26,7 @@ from scaleops.sandbox.probes import (
     redis_command,
     redis_ping,
 )
-from scaleops.sandbox.services import SandboxError
+from scaleops.sandbox.services import SandboxError, Service
 
 
 # ------------------------------------------------------------------------------------------------ http
@@ -130,3 +133,39 @@ def test_redis_commands_over_a_socket(fake_redis: tuple[int, list[bytes]]) -> No
     assert redis_cluster_info(port) == {"cluster_state": "ok", "cluster_known_nodes": "3"}
     assert seen[-1] == b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n"
     assert redis_command(port, "PING") == "PONG"
+
+
+# ------------------------------------------------------------------------------------------------ manager
+def test_memo_computes_once_per_source_and_writes_only_under_the_lock(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def compute(source: str) -> str:
+        calls.append(source)
+        return source.upper()
+
+    sandbox = Sandbox(Settings(), tmp_path / "sb")
+    assert sandbox.memo("k", "abc", compute) == "ABC"  # outside `up`/`down`: kept in memory only
+    assert sandbox.memo("k", "abc", compute) == "ABC"
+    assert calls == ["abc"]
+    assert not sandbox.state_file.exists()
+    with sandbox.lock():
+        assert sandbox.memo("k", "abc", compute) == "ABC"  # the lock re-reads the state: computed again
+        assert sandbox.memo("k", "xyz", compute) == "XYZ"  # a changed source is never served stale
+    assert calls == ["abc", "abc", "xyz"]
+    again = Sandbox(Settings(), tmp_path / "sb")
+    assert again.memo("k", "xyz", compute) == "XYZ"
+    assert calls == ["abc", "abc", "xyz"]  # another process finds it on disk
+    assert "xyz" not in sandbox.state_file.read_text()  # the source is kept as a digest only
+
+
+def test_checks_run_at_the_same_time(tmp_path: Path) -> None:
+    """Each check waits for all the others: run one after another they would break the barrier."""
+    sandbox = Sandbox(Settings(), tmp_path / "sb")
+    services: list[Service] = [sandbox.service(name) for name in sandbox.names[:PROBE_THREADS]]
+    barrier = threading.Barrier(len(services), timeout=10)
+
+    def check(svc: Service) -> str:
+        barrier.wait()
+        return svc.name.upper()
+
+    assert sandbox._each(services, check) == {svc.name: svc.name.upper() for svc in services}
