@@ -1,5 +1,6 @@
-"""Sandbox lifecycle in a sandbox of its own: up, up again (restarts nothing), status, a real
-streaming replica, stale PID files, a failing service named with its log, down, purge."""
+"""Sandbox lifecycle in a sandbox of its own: up, up again (restarts nothing, loads no client library,
+takes turns with a concurrent `up`), status, a real streaming replica, stale PID files, a failing service
+named with its log, down, purge."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,17 +18,52 @@ import pytest
 from scaleops.core.settings import Settings
 from scaleops.sandbox.manager import Sandbox
 from scaleops.sandbox.services import SandboxError
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 SERVICES = ["postgres", "postgres_replica", "redis", "redis_cluster", "s3", "s3_replicator"]
+# what a healthy `up` used to spend seconds importing (plus TLS set-up per httpx call): it needs none of it
+CLIENT_LIBRARIES = {"boto3", "botocore", "redis", "httpx", "numpy", "eth_account", "eth_utils", "solders"}
+UP_IN_A_FRESH_PROCESS = """
+import json, sys
+from scaleops.core.settings import Settings
+from scaleops.sandbox.manager import Sandbox
+sandbox = Sandbox(Settings(), sys.argv[1])
+before = set(sys.modules)
+status = sandbox.up(sys.argv[2].split(",") if sys.argv[2] else None)
+loaded = {name.split(".")[0] for name in set(sys.modules) - before}
+pids, healthy = {n: e["pids"] for n, e in status.items()}, {n: e["healthy"] for n, e in status.items()}
+print(json.dumps({"loaded": sorted(loaded), "pids": pids, "healthy": healthy}))
+"""
+
+
+def cli_env(sandbox_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEOPS_")}
+    env["SCALEOPS_SANDBOX__DIR"] = str(sandbox_dir)
+    return env
 
 
 def cli(sandbox_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEOPS_")}
-    env["SCALEOPS_SANDBOX__DIR"] = str(sandbox_dir)
     return subprocess.run(
-        [sys.executable, "-m", "scaleops.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "scaleops.cli", *args],
+        env=cli_env(sandbox_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+
+
+def healthy_up_in_a_fresh_process(sandbox_dir: Path, services: list[str] | None) -> dict[str, Any]:
+    """`up` in a new interpreter: {loaded: the top-level modules it imported, pids/healthy: per service}."""
+    result = subprocess.run(
+        [sys.executable, "-c", UP_IN_A_FRESH_PROCESS, str(sandbox_dir), ",".join(services or [])],
+        env=cli_env(sandbox_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout.splitlines()[-1]))
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +86,27 @@ def test_lifecycle(own_sandbox: Sandbox) -> None:
     # a second `up` restarts nothing
     second = sb.up(SERVICES)
     assert {name: entry["pids"] for name, entry in second.items()} == pids
+
+    # ... and, in a process of its own, checks each service over a socket without any client library
+    fresh = healthy_up_in_a_fresh_process(sb.dir, SERVICES)
+    assert fresh["pids"] == pids
+    assert not set(fresh["loaded"]) & CLIENT_LIBRARIES, fresh["loaded"]
+
+    # two `up`s at once (two terminals, parallel test workers) take turns on the lock; nothing restarts
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scaleops.cli", "sandbox", "up", "--only", ",".join(SERVICES)],
+            env=cli_env(sb.dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for racer in racers:
+        _, stderr = racer.communicate(timeout=300)
+        assert racer.returncode == 0, stderr
+    assert {name: entry["pids"] for name, entry in sb.status(SERVICES).items()} == pids
 
     # status --json through the CLI: keyed by service, url and healthy present
     shown = cli(sb.dir, "sandbox", "status", "--json")
@@ -115,10 +173,7 @@ def test_a_service_with_one_process_dead_restarts_whole_on_its_ports(own_sandbox
     assert own_sandbox.up(["redis_cluster"])["redis_cluster"]["healthy"]
     ports, before = cluster.ports(), cluster.pids()
     os.kill(before[0], signal.SIGKILL)
-    for _ in range(100):
-        if len(cluster.pids()) < len(before):
-            break
-        time.sleep(0.05)
+    wait_until(lambda: len(cluster.pids()) < len(before), timeout=5, what="the killed node to be gone")
     assert not cluster.running()
     status = own_sandbox.up(["redis_cluster"])["redis_cluster"]
     assert status["healthy"], status
@@ -161,3 +216,14 @@ def test_down_stops_only_our_processes_and_purge_removes_state(own_sandbox: Sand
         bystander.kill()
     assert cli(own_sandbox.dir, "sandbox", "down", "--purge").returncode == 0
     assert not (own_sandbox.dir / "state.json").exists()
+
+
+def test_a_healthy_full_sandbox_up_loads_no_client_library(sandbox_env: dict[str, str]) -> None:
+    """Every service, EVM and Solana signers included (their keys and addresses are memoised in the
+    state), answers a healthy `up` without eth_account, solders, boto3, redis-py, httpx or numpy."""
+    sandbox_dir = Path(sandbox_env["SCALEOPS_SANDBOX__DIR"])
+    # PIDs are not compared here: this sandbox is shared, and an `up` elsewhere with other settings
+    # restarts the worker (test_lifecycle checks that a healthy `up` restarts nothing)
+    fresh = healthy_up_in_a_fresh_process(sandbox_dir, None)
+    assert all(fresh["healthy"].values()), fresh["healthy"]
+    assert not set(fresh["loaded"]) & CLIENT_LIBRARIES, fresh["loaded"]
