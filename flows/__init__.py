@@ -1,1 +1,2 @@
-"""One module per duty: a flow composes tasks and returns a typed report."""
+"""One module per duty, named after it (`cache-warming` -> `flows/cache_warming.py`): a flow declared
+with `@duty` that reads as the duty's steps and returns its typed report."""

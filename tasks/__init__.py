@@ -1,2 +1,3 @@
-"""Reusable Prefect tasks, one module per external system. Each task is a thin wrapper over a plain
-function in the same module that takes a client and returns data (testable without Prefect)."""
+"""Each duty's tasks live in its own package (`tasks/<duty>/`): plain functions that take clients and
+data and return data, and thin `@task` wrappers over them. `tasks/common/` holds only what two or more
+duties really share. Nothing here imports a flow or the command line."""

@@ -1,0 +1,1 @@
+"""Duty cache-warming: the warm plan, the PostgreSQL source, the Redis side, the report."""

@@ -1,0 +1,1 @@
+"""Duty capacity-forecast: metric sources, validation, models, per-series analysis, charts, report."""
