@@ -37,7 +37,8 @@ from tasks.l2.poster import (
     lock_key,
 )
 
-__all__ = [  # the protocol's names, also importable from here as before poster.py held them
+# the protocol's public names stay importable from here (flows/l2_batch_posting.py, tasks/l2/report.py)
+__all__ = [
     "CRASH_ENV",
     "CRASH_STEPS",
     "ChainReport",

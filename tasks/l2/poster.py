@@ -174,6 +174,7 @@ class BatchPoster(ABC, Generic[DraftT]):
         """Everything this run's confirmed batches paid, in the chain's fee unit."""
 
     def count_signed(self, tx: SignedTx) -> None:
+        """Count a transaction signed this run (first, replacement or re-signed) in the report."""
         self.report.txs += 1
 
     # -- the run --------------------------------------------------------------------------------------
