@@ -118,8 +118,10 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
     bad = objects["corrupted_multipart"][:-1] + b"\0"
     multipart_put(replica, replica_bucket, prefix + "corrupted_multipart", bad, 6 * MIB)
 
-    # a new object, copied and then lost: pending while younger than the SLA, missing after
-    time.sleep(3)
+    # a new object, copied and then lost: pending while younger than the SLA, missing after. It goes in
+    # 3 s after the newest object above by S3's own timestamps (which the check compares), no sooner
+    newest = max(o.last_modified for o in source.values())
+    time.sleep(max(0.0, (newest + timedelta(seconds=3) - datetime.now(UTC)).total_seconds()))
     primary.put_object(Bucket=primary_bucket, Key=prefix + "new", Body=b"fresh")
     wait_replicated({prefix + "new": 5})
     replica.delete_object(Bucket=replica_bucket, Key=prefix + "new")
