@@ -1,6 +1,6 @@
 """EVM chains (OP-stack, Arbitrum, zkSync, plain EVM): everything the L2 poster asks of a node.
 
-Plain functions over a web3 `Web3` (built in scaleops.clients.evm_client): fee quotes from
+Plain functions over a web3 `Web3` (built in scaleops.core.clients.evm_client): fee quotes from
 eth_feeHistory, the L1 data fee from each stack's oracle, the OperationLog call data, signing, broadcast
 and receipts. The signer key is only ever passed to `sign`, never logged or put in an exception.
 """
