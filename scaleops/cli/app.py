@@ -215,10 +215,12 @@ def run(
     if as_json:
         sys.stdout.write(redactor.text(report.model_dump_json(indent=2)) + "\n")
     else:
-        verdict = "[green]ok[/green]" if report.ok else "[red]problems found[/red]"
-        err.print(f"{duty}: {verdict}")
+        verdict = {"ok": "[green]ok[/green]", "warnings": "[yellow]ok, with warnings[/yellow]"}
+        err.print(f"{duty}: {verdict.get(report.status, '[red]problems found[/red]')}")
         for problem in report.problems:
-            err.print(f"  - {escape(redactor.text(problem))}", highlight=False)
+            err.print(f"  - [red]error[/red] {escape(redactor.text(problem))}", highlight=False)
+        for warning in report.warnings:
+            err.print(f"  - [yellow]warning[/yellow] {escape(redactor.text(warning))}", highlight=False)
     raise typer.Exit(exit_code(report))
 
 
@@ -259,11 +261,12 @@ def demo() -> None:
             worst = EXIT_FAILED
             continue
         seconds = (report.finished_at or report.started_at) - report.started_at
-        result = "[green]ok[/green]" if report.ok else "[yellow]problems[/yellow]"
-        table.add_row(
-            name, result, f"{seconds.total_seconds():.1f}", escape(redactor.text("; ".join(report.problems)))
+        result = {"ok": "[green]ok[/green]", "warnings": "[yellow]warnings[/yellow]"}.get(
+            report.status, "[red]problems[/red]"
         )
-        if not report.ok:
+        findings = "; ".join([*report.problems, *report.warnings])
+        table.add_row(name, result, f"{seconds.total_seconds():.1f}", escape(redactor.text(findings)))
+        if report.status != "ok":
             found_problems = True
     out.print(table)
     ui = status["prefect"]["url"]

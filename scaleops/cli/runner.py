@@ -1,7 +1,8 @@
 """Run a duty's flow by name with `key=value` parameters: what `scaleops run` and the demo call.
 
-Exit codes: 0 the duty completed and every check passed; 1 it completed and found problems;
-2 it failed, or its input (settings, duty name, parameters) was bad.
+Exit codes: 0 the duty ran and every check passed (warnings are printed); 1 it ran and found problems
+of error severity (its flow run ended Failed, "Problems found"); 2 it could not run or check, or its
+input (settings, duty name, parameters) was bad.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from scaleops.cli.console import EXIT_OK, EXIT_PROBLEMS
 from scaleops.core.duties import get_duty
-from scaleops.core.reporting import DutyReport
+from scaleops.core.reporting import PROBLEMS_FOUND, DutyReport, report_of
 
 
 class BadInput(ValueError):
@@ -59,13 +60,12 @@ def run_duty(name: str, params: dict[str, Any]) -> DutyReport:
     flow = duty.load()
     check_params(flow, name, params)
     state = flow(**params, return_state=True)
-    if not state.is_completed():
+    report = report_of(state) if state.is_completed() or state.name == PROBLEMS_FOUND else None
+    if report is None:
         raise DutyFailed(f"{name}: flow run ended {state.name}: {state.message or ''}".strip())
-    report = state.result()
-    if not isinstance(report, DutyReport):
-        raise DutyFailed(f"{name}: flow returned {type(report).__name__}, not a report")
     return report
 
 
 def exit_code(report: DutyReport) -> int:
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    """0 ok (warnings are printed, not failed), 1 problems of error severity found."""
+    return EXIT_PROBLEMS if report.problems else EXIT_OK

@@ -10,7 +10,10 @@ settings) is the one place a duty is named: the registry (`scaleops duties`, `sc
 body the decorator loads the settings and hands them in (`settings` is not a flow parameter), masks
 their secrets in logs and exceptions, and at the end stamps and finishes the report and publishes it:
 one markdown artifact, one table where the report has rows, one event `scaleops.<namespace>.<outcome>`.
-A failed or crashed run emits `scaleops.<namespace>.failed` from a state hook.
+The run's final state tells the truth: Completed when ok, "Completed with warnings" when only
+warnings, Failed "Problems found: ..." when a problem of error severity was found (a direct call of
+the flow then raises `ProblemsFound` carrying the report). A run that could not check (an exception, a
+crash) ends Failed or Crashed and emits `scaleops.<namespace>.failed` from a state hook.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from scaleops.core.redaction import protect, redacting
-from scaleops.core.reporting import DutyReport, failure_hook, publish_report
+from scaleops.core.reporting import (
+    DutyReport,
+    failure_hook,
+    final_state,
+    publish_report,
+    run_logger,
+    state_message,
+)
 from scaleops.core.settings import Settings, load_settings
 
 FLOWS_PACKAGE = "flows"  # every duty's flow lives in flows/<duty>.py
@@ -108,6 +118,9 @@ def duty(
                 raise TypeError(f"duty {name} returned {type(result).__name__}, not {report.__name__}")
             result.duty = name
             result.finish()
+            if result.status != "ok":
+                log = run_logger().error if result.problems else run_logger().warning
+                log("%s", state_message(result))
             publish_report(
                 result,
                 namespace=namespace,
@@ -118,7 +131,7 @@ def duty(
                 table=result.table(),
                 redactor=redactor,
             )
-            return result
+            return final_state(result)
 
         # Prefect builds the flow's parameters from this signature: `settings` is not one of them.
         run.__signature__ = public  # type: ignore[attr-defined]

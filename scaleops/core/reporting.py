@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +40,11 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return log
 
 
+Severity = Literal["warn", "error"]
+PROBLEMS_FOUND = "Problems found"  # the name of a Failed state that ran and found error-severity problems
+COMPLETED_WITH_WARNINGS = "Completed with warnings"
+
+
 class DutyReport(BaseModel):
     """What every duty returns; each duty subclasses it with its own fields, and overrides what it
     publishes (`outcome`, `resource_id`, `markdown`, `table`) where the defaults do not fit."""
@@ -49,12 +54,26 @@ class DutyReport(BaseModel):
     as_of: datetime = Field(default_factory=utcnow)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
-    problems: list[str] = Field(default_factory=list, description="what a person should look at")
+    problems: list[str] = Field(
+        default_factory=list, description="error severity: the run ends Failed, 'Problems found'"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="warn severity: worth a look, the run still ends Completed"
+    )
 
-    def problem(self, message: str) -> None:
-        """Record a finding that makes the run not ok."""
+    def problem(self, message: str, severity: Severity = "error") -> None:
+        """Record a finding: an error makes the run not ok (it ends Failed, "Problems found"); a
+        warning is named as one (the run ends "Completed with warnings")."""
+        if severity == "warn":
+            self.warnings.append(message)
+            return
         self.problems.append(message)
         self.ok = False
+
+    @property
+    def status(self) -> str:
+        """ok, warnings or problems: what the run's state, the CLI and the demo say."""
+        return "problems" if self.problems else ("warnings" if self.warnings else "ok")
 
     def finish(self) -> DutyReport:
         self.finished_at = utcnow()
@@ -78,6 +97,48 @@ class DutyReport(BaseModel):
     def table(self) -> list[dict[str, Any]] | None:
         """Rows for a table artifact, or None for no table."""
         return None
+
+
+class ProblemsFound(Exception):
+    """A duty ran and found error-severity problems. Its flow run ends Failed ("Problems found") with
+    this as its result, so calling the flow directly raises it; `.report` is the whole report."""
+
+    def __init__(self, report: DutyReport) -> None:
+        super().__init__(state_message(report))
+        self.report = report
+
+    def __reduce__(self) -> tuple[Any, ...]:  # results are pickled: keep the report, not just the text
+        return (ProblemsFound, (self.report,))
+
+
+def state_message(report: DutyReport, first: int = 3) -> str:
+    """'problems found: <first problems>' (or 'warnings: ...'), for the state message and the log."""
+    found, label = (report.problems, "problems found") if report.problems else (report.warnings, "warnings")
+    shown = "; ".join(found[:first])
+    more = f" (and {len(found) - first} more)" if len(found) > first else ""
+    return f"{label}: {shown}{more}" if found else "ok"
+
+
+def final_state(report: DutyReport) -> Any:
+    """What a duty's flow returns: the report itself when ok, else a state that says what was found.
+    Error-severity problems end the run Failed, named "Problems found" (failure notifications and
+    `backfill --reprocess failed` see it); warnings only end it Completed, named so."""
+    from prefect.states import Completed, Failed
+
+    if report.problems:
+        return Failed(name=PROBLEMS_FOUND, message=state_message(report), data=ProblemsFound(report))
+    if report.warnings:
+        return Completed(name=COMPLETED_WITH_WARNINGS, message=state_message(report), data=report)
+    return report
+
+
+def report_of(state: Any) -> DutyReport | None:
+    """The report a finished duty run carries, whether it ended ok, with warnings or Problems found;
+    None when it failed without one (an exception, a crash)."""
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, ProblemsFound):
+        return data.report
+    return data if isinstance(data, DutyReport) else None
 
 
 def artifact_key(duty: str, kind: str = "report") -> str:
@@ -137,7 +198,7 @@ def publish_report(
     from prefect.events import emit_event
 
     redactor = redactor or REDACTOR
-    description = f"scaleops {report.duty}: {'ok' if report.ok else 'problems found'}"
+    description = f"scaleops {report.duty}: {report.status.replace('problems', 'problems found')}"
     key = artifact_key(report.duty)
     create_markdown_artifact(
         markdown=redactor.text(markdown or default_markdown(report)), key=key, description=description
@@ -174,6 +235,9 @@ def failure_hook(namespace: str, duty: str) -> Callable[..., None]:
 
     def hook(flow: Any, flow_run: Any, state: Any) -> None:
         from prefect.events import emit_event
+
+        if getattr(state, "name", None) == PROBLEMS_FOUND:
+            return  # it ran and published its report and outcome event: not a failure to check
 
         redactor = REDACTOR
         emit_event(

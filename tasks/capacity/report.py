@@ -53,10 +53,11 @@ class CapacityReport(DutyReport):
         for result in results:
             if result.status in ("fetch-failed", "invalid", "forecast-failed"):
                 self.problem(f"{result.name}: {result.status}: {'; '.join(result.failures)}")
-            elif result.status == "breach-within-lead-time":
+            elif result.status == "breach-within-lead-time":  # a dated warning, not a failed check
                 self.problem(
                     f"{result.name}: may cross {result.threshold:g} {result.unit} from "
-                    f"{fmt_time(result.breach_at_upper)} (mean forecast: {fmt_time(result.breach_at)})"
+                    f"{fmt_time(result.breach_at_upper)} (mean forecast: {fmt_time(result.breach_at)})",
+                    severity="warn",
                 )
                 breaching.append(result)
         return breaching

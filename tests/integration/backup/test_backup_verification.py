@@ -21,6 +21,7 @@ from psycopg import sql
 
 from flows.backup_verification import backup_verification
 from scaleops.core.clients import postgres_dsn, s3_bucket, s3_client
+from scaleops.core.reporting import PROBLEMS_FOUND, ProblemsFound, report_of
 from scaleops.core.settings import load_settings
 from tasks.backup.dump import Manifest, dump_key, dump_to_s3, manifest_key, server_conninfo
 from tasks.backup.replication import check_replication, wait_for_objects
@@ -156,8 +157,9 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
         )
     finally:
         del os.environ["SCALEOPS_BACKUP__REPLICATION_SLA_SECONDS"]
-    report = state.result()
-    assert not report.ok
+    assert state.is_failed() and state.name == PROBLEMS_FOUND and "problems found: " in state.message
+    report = report_of(state)
+    assert report is not None and not report.ok
     assert report.replication.missing == [prefix + "deleted", prefix + "new"]
     assert report.replication.checksum_mismatch == [prefix + "corrupted", prefix + "corrupted_multipart"]
     assert prefix + "other_part_size" not in report.replication.checksum_mismatch
@@ -238,7 +240,9 @@ def test_crash_between_upload_and_manifest_leaves_an_unverified_backup(prefix: s
             write_manifest=crash,
         )
     assert orphan in list_objects(primary, primary_bucket, prefix)  # the dump object is there...
-    report = backup_verification(databases=[database], take_backup=False, restore_test=False)
+    with pytest.raises(ProblemsFound) as found:  # a direct call of a run that finds problems raises
+        backup_verification(databases=[database], take_backup=False, restore_test=False)
+    report = found.value.report
     assert report.newest_verified == {database: good}  # ...but it does not count
     assert report.unverified == [orphan]
     assert any(orphan in p and "no manifest" in p for p in report.problems)

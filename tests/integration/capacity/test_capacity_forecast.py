@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from flows.capacity_forecast import capacity_forecast
-from scaleops.core.reporting import artifact_key
+from scaleops.core.reporting import PROBLEMS_FOUND, artifact_key, report_of
 from scaleops.core.settings import load_settings
 from tasks.capacity.sources.prometheus import fetch_prometheus_series
 
@@ -77,7 +77,8 @@ def test_flow_forecasts_sandbox_prometheus_and_warns_of_the_disk(sandbox_env: di
     assert any("interpolated" in note for note in disk.notes)  # the generated scrape gap
     assert disk.event_emitted
     assert memory.status == "ok" and memory.breach_at is None and not memory.event_emitted
-    assert report.ok is False and any(p.startswith("disk-db-1: may cross 800") for p in report.problems)
+    assert report.ok and report.status == "warnings"  # a breach weeks ahead is a warning: Completed
+    assert any(w.startswith("disk-db-1: may cross 800") for w in report.warnings) and not report.problems
 
     events = find_events(sandbox_env, "scaleops.capacity.breach-forecast", "disk-db-1", since)
     assert events and events[0]["payload"]["name"] == "disk-db-1"
@@ -138,7 +139,10 @@ def test_postgres_and_csv_sources_beside_a_failing_series(
         {"name": "bad-query", "source": "prometheus", "query": "sum(", "threshold": 1},
     ]
     monkeypatch.setenv("SCALEOPS_CAPACITY__SERIES", json.dumps(series))
-    report = capacity_forecast(horizon="3d", charts=False)
+    state = capacity_forecast(horizon="3d", charts=False, return_state=True)
+    assert state.is_failed() and state.name == PROBLEMS_FOUND  # two series could not be forecast
+    report = report_of(state)
+    assert report is not None
     by_name = {s.name: s for s in report.series}
     assert by_name["pg-connections"].status == "ok", by_name["pg-connections"]
     assert by_name["pg-connections"].points == hours
