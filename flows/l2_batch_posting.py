@@ -71,6 +71,6 @@ def l2_batch_posting(
         try:
             report.record_chain(name, future.result())
         except Exception as exc:  # one chain failing must not hide what the others did
-            report.problem(REDACTOR.text(f"{name}: posting failed: {type(exc).__name__}: {exc}"))
+            report.step_failed(REDACTOR.text(f"{name}: posting failed: {type(exc).__name__}: {exc}"))
             report.chains[name] = ChainReport(chain=name, kind=settings.chains[name].kind)
     return report

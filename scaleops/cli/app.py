@@ -215,8 +215,15 @@ def run(
     if as_json:
         sys.stdout.write(redactor.text(report.model_dump_json(indent=2)) + "\n")
     else:
-        verdict = {"ok": "[green]ok[/green]", "warnings": "[yellow]ok, with warnings[/yellow]"}
-        err.print(f"{duty}: {verdict.get(report.status, '[red]problems found[/red]')}")
+        verdict = {
+            "ok": "[green]ok[/green]",
+            "warnings": "[yellow]ok, with warnings[/yellow]",
+            "problems": "[red]problems found[/red]",
+            "failed": "[red]could not check[/red]",
+        }
+        err.print(f"{duty}: {verdict[report.status]}")
+        for failed in report.failed_steps:
+            err.print(f"  - [red]step failed[/red] {escape(redactor.text(failed))}", highlight=False)
         for problem in report.problems:
             err.print(f"  - [red]error[/red] {escape(redactor.text(problem))}", highlight=False)
         for warning in report.warnings:
@@ -262,9 +269,9 @@ def demo() -> None:
             continue
         seconds = (report.finished_at or report.started_at) - report.started_at
         result = {"ok": "[green]ok[/green]", "warnings": "[yellow]warnings[/yellow]"}.get(
-            report.status, "[red]problems[/red]"
+            report.status, f"[red]{report.status}[/red]"
         )
-        findings = "; ".join([*report.problems, *report.warnings])
+        findings = "; ".join([*report.failed_steps, *report.problems, *report.warnings])
         table.add_row(name, result, f"{seconds.total_seconds():.1f}", escape(redactor.text(findings)))
         if report.status != "ok":
             found_problems = True
@@ -323,9 +330,10 @@ def _deploy_all(log: Path) -> bool:
 
 
 def _register_command_groups() -> None:
-    from scaleops.cli import alerts, backfill, db, forecast, outbox
+    from scaleops.cli import alerts, archive, backfill, db, forecast, outbox
 
     app.add_typer(alerts.app, name="alerts")
+    app.add_typer(archive.app, name="archive")
     app.add_typer(db.app, name="db")
     app.add_typer(outbox.app, name="outbox")
     app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)

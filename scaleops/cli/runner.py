@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from scaleops.cli.console import EXIT_OK, EXIT_PROBLEMS
+from scaleops.cli.console import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
 from scaleops.core.duties import get_duty
-from scaleops.core.reporting import PROBLEMS_FOUND, DutyReport, report_of
+from scaleops.core.reporting import COULD_NOT_CHECK, PROBLEMS_FOUND, DutyReport, report_of
 
 
 class BadInput(ValueError):
@@ -60,12 +60,16 @@ def run_duty(name: str, params: dict[str, Any]) -> DutyReport:
     flow = duty.load()
     check_params(flow, name, params)
     state = flow(**params, return_state=True)
-    report = report_of(state) if state.is_completed() or state.name == PROBLEMS_FOUND else None
+    report = (
+        report_of(state) if state.is_completed() or state.name in (PROBLEMS_FOUND, COULD_NOT_CHECK) else None
+    )
     if report is None:
         raise DutyFailed(f"{name}: flow run ended {state.name}: {state.message or ''}".strip())
     return report
 
 
 def exit_code(report: DutyReport) -> int:
-    """0 ok (warnings are printed, not failed), 1 problems of error severity found."""
+    """0 ok (warnings are printed, not failed), 1 problems of error severity found, 2 a step failed."""
+    if report.failed_steps:
+        return EXIT_FAILED
     return EXIT_PROBLEMS if report.problems else EXIT_OK

@@ -12,8 +12,9 @@ their secrets in logs and exceptions, and at the end stamps and finishes the rep
 one markdown artifact, one table where the report has rows, one event `scaleops.<namespace>.<outcome>`.
 The run's final state tells the truth: Completed when ok, "Completed with warnings" when only
 warnings, Failed "Problems found: ..." when a problem of error severity was found (a direct call of
-the flow then raises `ProblemsFound` carrying the report). A run that could not check (an exception, a
-crash) ends Failed or Crashed and emits `scaleops.<namespace>.failed` from a state hook.
+the flow then raises `ProblemsFound` carrying the report), Failed "Could not check" with the event
+`scaleops.<namespace>.failed` when a step failed (a dump, a source). A run that raised or crashed ends
+Failed or Crashed and emits `scaleops.<namespace>.failed` from a state hook.
 """
 
 from __future__ import annotations
@@ -119,12 +120,12 @@ def duty(
             result.duty = name
             result.finish()
             if result.status != "ok":
-                log = run_logger().error if result.problems else run_logger().warning
+                log = run_logger().warning if result.status == "warnings" else run_logger().error
                 log("%s", state_message(result))
             publish_report(
                 result,
                 namespace=namespace,
-                outcome=result.outcome(),
+                outcome="failed" if result.failed_steps else result.outcome(),
                 resource_id=result.resource_id(settings),
                 resource_labels=result.resource_labels(),
                 markdown=result.markdown(settings),

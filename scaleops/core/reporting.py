@@ -42,6 +42,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 Severity = Literal["warn", "error"]
 PROBLEMS_FOUND = "Problems found"  # the name of a Failed state that ran and found error-severity problems
+COULD_NOT_CHECK = "Could not check"  # a Failed state: a step (a dump, a source) failed, so nothing was judged
 COMPLETED_WITH_WARNINGS = "Completed with warnings"
 
 
@@ -60,6 +61,9 @@ class DutyReport(BaseModel):
     warnings: list[str] = Field(
         default_factory=list, description="warn severity: worth a look, the run still ends Completed"
     )
+    failed_steps: list[str] = Field(
+        default_factory=list, description="steps that failed (could not check): the run ends Failed, exit 2"
+    )
 
     def problem(self, message: str, severity: Severity = "error") -> None:
         """Record a finding: an error makes the run not ok (it ends Failed, "Problems found"); a
@@ -70,9 +74,17 @@ class DutyReport(BaseModel):
         self.problems.append(message)
         self.ok = False
 
+    def step_failed(self, message: str) -> None:
+        """Record a step that failed (a dump that did not run, a source that did not answer): not a
+        finding about the system but a check that could not be made. The run ends Failed, `.failed`."""
+        self.failed_steps.append(message)
+        self.ok = False
+
     @property
     def status(self) -> str:
-        """ok, warnings or problems: what the run's state, the CLI and the demo say."""
+        """failed, problems, warnings or ok: what the run's state, the CLI and the demo say."""
+        if self.failed_steps:
+            return "failed"
         return "problems" if self.problems else ("warnings" if self.warnings else "ok")
 
     def finish(self) -> DutyReport:
@@ -113,7 +125,18 @@ class ProblemsFound(Exception):
 
 def state_message(report: DutyReport, first: int = 3) -> str:
     """'problems found: <first problems>' (or 'warnings: ...'), for the state message and the log."""
-    found, label = (report.problems, "problems found") if report.problems else (report.warnings, "warnings")
+    found, label = next(
+        (
+            (items, label)
+            for items, label in (
+                (report.failed_steps, "could not check"),
+                (report.problems, "problems found"),
+                (report.warnings, "warnings"),
+            )
+            if items
+        ),
+        ([], "ok"),
+    )
     shown = "; ".join(found[:first])
     more = f" (and {len(found) - first} more)" if len(found) > first else ""
     return f"{label}: {shown}{more}" if found else "ok"
@@ -125,6 +148,8 @@ def final_state(report: DutyReport) -> Any:
     `backfill --reprocess failed` see it); warnings only end it Completed, named so."""
     from prefect.states import Completed, Failed
 
+    if report.failed_steps:
+        return Failed(name=COULD_NOT_CHECK, message=state_message(report), data=ProblemsFound(report))
     if report.problems:
         return Failed(name=PROBLEMS_FOUND, message=state_message(report), data=ProblemsFound(report))
     if report.warnings:
@@ -133,8 +158,8 @@ def final_state(report: DutyReport) -> Any:
 
 
 def report_of(state: Any) -> DutyReport | None:
-    """The report a finished duty run carries, whether it ended ok, with warnings or Problems found;
-    None when it failed without one (an exception, a crash)."""
+    """The report a finished duty run carries, whether it ended ok, with warnings, Problems found or
+    Could not check; None when it failed without one (an exception, a crash)."""
     data = state.result(raise_on_failure=False)
     if isinstance(data, ProblemsFound):
         return data.report
@@ -236,8 +261,8 @@ def failure_hook(namespace: str, duty: str) -> Callable[..., None]:
     def hook(flow: Any, flow_run: Any, state: Any) -> None:
         from prefect.events import emit_event
 
-        if getattr(state, "name", None) == PROBLEMS_FOUND:
-            return  # it ran and published its report and outcome event: not a failure to check
+        if getattr(state, "name", None) in (PROBLEMS_FOUND, COULD_NOT_CHECK):
+            return  # the decorator published the report and its outcome event (`.failed` for the latter)
 
         redactor = REDACTOR
         emit_event(

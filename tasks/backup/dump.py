@@ -254,7 +254,7 @@ def take_backups(settings: Settings, databases: list[str], report: BackupReport)
         try:
             manifest: Manifest = backup_database(settings, database, key)
         except Exception as exc:
-            report.problem(f"backup of {database} failed: {REDACTOR.text(str(exc))}")
+            report.step_failed(f"backup of {database} failed: {REDACTOR.text(str(exc))}")
             continue
         fields = manifest.model_dump(include=set(BackupRecord.model_fields) - {"database"})
         report.backups.append(BackupRecord(database=database, **fields))

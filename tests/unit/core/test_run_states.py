@@ -1,0 +1,85 @@
+"""A run tells the truth: the state a duty's report leads to, the state message, and the exit code."""
+
+from __future__ import annotations
+
+import pickle
+
+from scaleops.cli.console import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS
+from scaleops.cli.runner import exit_code
+from scaleops.core.reporting import (
+    COMPLETED_WITH_WARNINGS,
+    COULD_NOT_CHECK,
+    PROBLEMS_FOUND,
+    DutyReport,
+    ProblemsFound,
+    failure_hook,
+    final_state,
+    report_of,
+    state_message,
+)
+
+
+def test_ok_report_is_returned_as_is() -> None:
+    report = DutyReport(duty="x")
+    assert final_state(report) is report and report.status == "ok" and exit_code(report) == EXIT_OK
+
+
+def test_warnings_end_completed_with_a_name_that_says_so() -> None:
+    report = DutyReport(duty="x")
+    report.problem("disk-db-1 may cross 800 GB in 12 days", severity="warn")
+    state = final_state(report)
+    assert state.is_completed() and state.name == COMPLETED_WITH_WARNINGS
+    assert state.message == "warnings: disk-db-1 may cross 800 GB in 12 days"
+    assert report.ok and report.status == "warnings" and exit_code(report) == EXIT_OK
+    assert report_of(state) is report
+
+
+def test_error_problems_end_failed_problems_found_naming_the_first_ones() -> None:
+    report = DutyReport(duty="x")
+    report.problem("warn only", severity="warn")
+    for i in range(5):
+        report.problem(f"checksum differs: key-{i}")
+    state = final_state(report)
+    assert state.is_failed() and state.name == PROBLEMS_FOUND
+    first = "; ".join(f"checksum differs: key-{i}" for i in range(3))
+    assert state.message == f"problems found: {first} (and 2 more)"
+    assert report_of(state) is report and exit_code(report) == EXIT_PROBLEMS and not report.ok
+
+
+def test_a_failed_step_is_could_not_check_exit_2_not_a_finding() -> None:
+    report = DutyReport(duty="x")
+    report.problem("an older dump has no manifest")
+    report.step_failed("backup of nosuch_db failed: database does not exist")
+    state = final_state(report)
+    assert state.is_failed() and state.name == COULD_NOT_CHECK
+    assert state.message.startswith("could not check: backup of nosuch_db failed")
+    assert report.status == "failed" and exit_code(report) == EXIT_FAILED
+
+
+def test_problems_found_survives_pickling_with_its_report() -> None:
+    report = DutyReport(duty="x")
+    report.problem("p")
+    again = pickle.loads(pickle.dumps(ProblemsFound(report)))  # noqa: S301 - our own bytes
+    assert again.report == report and str(again) == state_message(report)
+
+
+def test_failure_hook_stays_silent_for_runs_that_published_their_own_outcome(monkeypatch: object) -> None:
+    import prefect.events
+
+    sent: list[str] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: sent.append(kw["event"]))  # type: ignore[attr-defined]
+    monkeypatch.setattr("scaleops.core.reporting.flush_events", lambda timeout=10.0: None)  # type: ignore[attr-defined]
+    hook = failure_hook("backup", "backup-verification")
+    report = DutyReport(duty="x")
+    report.problem("p")
+    hook(None, None, final_state(report))
+    assert sent == []
+    report.step_failed("s")
+    hook(None, None, final_state(report))
+    assert sent == []
+
+    class Raised:
+        name, message = "Failed", "boom"
+
+    hook(None, None, Raised())
+    assert sent == ["scaleops.backup.failed"]
