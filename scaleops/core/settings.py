@@ -409,6 +409,56 @@ class CapacitySettings(Section):
         return value
 
 
+class CostSettings(Section):
+    """Duty cost-cleanup: the policy file, where to look (AWS regions, Kubernetes contexts), its guards
+    and its cap. Defaults touch nothing: no policies, no regions, no allowed account."""
+
+    policies: Path | None = Field(
+        default=None, description="policy file (YAML); the project ships deployments/cost-policies.yml"
+    )
+    regions: list[str] = Field(default_factory=list, description="AWS regions to clean (JSON list)")
+    aws_endpoint_url: str | None = Field(default=None, description="AWS endpoint; unset means AWS itself")
+    access_key_id: SecretStr | None = Field(default=None, description="unset: the default AWS chain")
+    secret_access_key: SecretStr | None = None
+    allowed_accounts: list[str] = Field(
+        default_factory=list, description="AWS account ids the duty may touch (JSON list); none: no AWS"
+    )
+    blocked_alias_terms: list[str] = Field(
+        default_factory=lambda: ["prod"],
+        description="an account whose alias contains one of these is refused unless the alias is listed "
+        "in allowed_aliases too (aws-nuke's guard)",
+    )
+    allowed_aliases: list[str] = Field(
+        default_factory=list, description="account aliases allowed although they contain a blocked term"
+    )
+    kubeconfig: Path | None = Field(default=None, description="unset: KUBECONFIG or ~/.kube/config")
+    contexts: list[str] = Field(default_factory=list, description="kubeconfig contexts (default: current)")
+    protected_namespaces: list[str] = Field(
+        default_factory=lambda: ["kube-system", "kube-public", "default"],
+        description="namespaces never touched",
+    )
+    max_actions: int = Field(default=50, ge=0, description="actions per run and per policy, at most")
+    prices: Path | None = Field(default=None, description="price table (JSON); unset: the shipped one")
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid endpoint URL (expected http(s)://host[:port])")
+        return value
+
+    @field_validator("allowed_accounts")
+    @classmethod
+    def _accounts(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if not (len(a) == 12 and a.isdigit())]
+        if bad:
+            raise ValueError("must be a list of 12-digit AWS account ids")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything scaleops reads from its environment. See README "Configuration"."""
 
@@ -430,6 +480,7 @@ class Settings(BaseSettings):
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     chains: dict[str, ChainSettings] = Field(default_factory=dict, description="L2 posting targets by name")
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    cost: CostSettings = Field(default_factory=CostSettings)
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),

@@ -1,0 +1,458 @@
+"""AWS resources (boto3): each finds every candidate of one region in batched describe calls and
+knows its own "in use" check, its mark (an EC2 or ELBv2 tag) and its action.
+
+| resource | in use when | action |
+|---|---|---|
+| aws.ebs-volume | attached to an instance | delete (snapshot first unless `snapshot: false`) |
+| aws.ebs-snapshot | its volume exists, or an AMI uses it | delete |
+| aws.eip | associated | release |
+| aws.ec2-instance | running (filters: state, state_age) | terminate |
+| aws.ami | an instance or a launch template version uses it | deregister |
+| aws.elbv2 | a target is registered in one of its target groups | delete |
+| aws.s3-multipart | (incomplete uploads: never; cannot carry a mark, so grace 0d) | abort |
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tasks.cost.prices import PriceTable
+from tasks.cost.resources import (
+    AGE,
+    MARK_KEY,
+    STATE,
+    STATE_AGE,
+    TAG,
+    UNATTACHED,
+    UNREFERENCED,
+    Changed,
+    Item,
+    Resource,
+)
+
+if TYPE_CHECKING:
+    from tasks.cost.policy import Policy
+
+CHUNK = 200  # ids per filtered describe / tag call
+_STATE_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
+
+
+@dataclass(frozen=True)
+class AwsScope:
+    """One region of one account, and how to reach it."""
+
+    region: str
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(region_name=self.region, retries={"mode": "adaptive", "max_attempts": 5})
+        credentials: dict[str, str] = {}
+        if self.access_key_id and self.secret_access_key:
+            credentials = {
+                "aws_access_key_id": self.access_key_id,
+                "aws_secret_access_key": self.secret_access_key,
+            }
+        return boto3.session.Session().client(
+            service, endpoint_url=self.endpoint_url, config=config, **credentials
+        )
+
+
+def chunks(values: list[str], size: int = CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def tags_of(raw: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in raw.get("Tags") or []}
+
+
+def aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class AwsResource(Resource):
+    provider: ClassVar[str] = "aws"
+
+    def __init__(self, scope: AwsScope, prices: PriceTable):
+        self.aws = scope
+        self.scope = scope.region
+        self.prices = prices
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self.aws.client(service)
+        return self._clients[service]
+
+    def pages(self, service: str, operation: str, key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        paginator = self.client(service).get_paginator(operation)
+        for page in paginator.paginate(**kwargs):
+            yield from page.get(key) or []
+
+    # EC2 resources share tagging: one CreateTags/DeleteTags call per chunk of ids.
+    def mark(self, items: list[Item], value: str) -> None:
+        ec2 = self.client("ec2")
+        for ids in chunks([i.id for i in items]):
+            ec2.create_tags(Resources=ids, Tags=[{"Key": MARK_KEY, "Value": value}])
+
+    def unmark(self, items: list[Item]) -> None:
+        ec2 = self.client("ec2")
+        for ids in chunks([i.id for i in items]):
+            ec2.delete_tags(Resources=ids, Tags=[{"Key": MARK_KEY}])
+
+
+class EbsVolume(AwsResource):
+    name = "aws.ebs-volume"
+    actions = ("delete",)
+    filters: ClassVar[dict[str, str]] = {**AGE, **STATE, **TAG, **UNATTACHED}
+
+    def item(self, v: dict[str, Any]) -> Item:
+        tags = tags_of(v)
+        kind = v.get("VolumeType", "gp2")
+        return Item(
+            id=v["VolumeId"],
+            where=self.scope,
+            created=aware(v.get("CreateTime")),
+            state=v.get("State"),
+            labels=tags,
+            annotations=tags,
+            attached=bool(v.get("Attachments")),
+            monthly_usd=v.get("Size", 0) * self.prices.aws(self.scope, f"ebs:{kind}"),
+            what=f"{kind} {v.get('Size', 0)} GiB",
+        )
+
+    def find(self) -> list[Item]:
+        return [self.item(v) for v in self.pages("ec2", "describe_volumes", "Volumes")]
+
+    def refresh(self, items: Iterable[Item]) -> dict[str, Item]:
+        found: dict[str, Item] = {}
+        for ids in chunks([i.id for i in items]):
+            filters = [{"Name": "volume-id", "Values": ids}]
+            for v in self.pages("ec2", "describe_volumes", "Volumes", Filters=filters):
+                found[v["VolumeId"]] = self.item(v)
+        return found
+
+    def act(self, item: Item, policy: Policy) -> str:
+        ec2 = self.client("ec2")
+        detail = "deleted"
+        try:
+            if policy.snapshot:
+                snap = ec2.create_snapshot(
+                    VolumeId=item.id,
+                    Description=f"scaleops cost-cleanup: {item.id} before deletion by policy {policy.name}",
+                    TagSpecifications=[
+                        {
+                            "ResourceType": "snapshot",
+                            "Tags": [{"Key": "scaleops/cleanup-of", "Value": item.id}],
+                        }
+                    ],
+                )
+                detail = f"snapshot {snap['SnapshotId']}, deleted"
+            ec2.delete_volume(VolumeId=item.id)
+        except Exception as exc:
+            if error_code(exc) in ("InvalidVolume.NotFound", "VolumeInUse", "IncorrectState"):
+                raise Changed(f"{error_code(exc)}: {item.id}") from None
+            raise
+        return detail
+
+
+class EbsSnapshot(AwsResource):
+    name = "aws.ebs-snapshot"
+    actions = ("delete",)
+    filters: ClassVar[dict[str, str]] = {**AGE, **TAG, **UNREFERENCED}
+
+    def find(self) -> list[Item]:
+        volumes = {v["VolumeId"] for v in self.pages("ec2", "describe_volumes", "Volumes")}
+        used = set()
+        for image in self.client("ec2").describe_images(Owners=["self"]).get("Images", []):
+            for mapping in image.get("BlockDeviceMappings") or []:
+                if (mapping.get("Ebs") or {}).get("SnapshotId"):
+                    used.add(mapping["Ebs"]["SnapshotId"])
+        items = []
+        for s in self.pages("ec2", "describe_snapshots", "Snapshots", OwnerIds=["self"]):
+            tags = tags_of(s)
+            items.append(
+                Item(
+                    id=s["SnapshotId"],
+                    where=self.scope,
+                    created=aware(s.get("StartTime")),
+                    state=s.get("State"),
+                    labels=tags,
+                    annotations=tags,
+                    referenced=s.get("VolumeId") in volumes or s["SnapshotId"] in used,
+                    monthly_usd=s.get("VolumeSize", 0) * self.prices.aws(self.scope, "snapshot"),
+                    what=f"snapshot of {s.get('VolumeId', '?')} {s.get('VolumeSize', 0)} GiB",
+                )
+            )
+        return items
+
+    def act(self, item: Item, policy: Policy) -> str:
+        try:
+            self.client("ec2").delete_snapshot(SnapshotId=item.id)
+        except Exception as exc:
+            if error_code(exc) in ("InvalidSnapshot.NotFound", "InvalidSnapshot.InUse"):
+                raise Changed(f"{error_code(exc)}: {item.id}") from None
+            raise
+        return "deleted"
+
+
+class ElasticIp(AwsResource):
+    name = "aws.eip"
+    actions = ("release",)
+    filters: ClassVar[dict[str, str]] = {**TAG, **UNATTACHED}
+
+    def find(self) -> list[Item]:
+        items = []
+        for a in self.client("ec2").describe_addresses().get("Addresses", []):
+            if "AllocationId" not in a:  # EC2-Classic addresses have none
+                continue
+            tags = tags_of(a)
+            items.append(
+                Item(
+                    id=a["AllocationId"],
+                    where=self.scope,
+                    labels=tags,
+                    annotations=tags,
+                    attached=bool(a.get("AssociationId")),
+                    monthly_usd=self.prices.aws(self.scope, "eip"),
+                    what=f"address {a.get('PublicIp', '?')}",
+                )
+            )
+        return items
+
+    def act(self, item: Item, policy: Policy) -> str:
+        try:
+            self.client("ec2").release_address(AllocationId=item.id)
+        except Exception as exc:
+            if error_code(exc) in ("InvalidAllocationID.NotFound", "InvalidIPAddress.InUse", "AuthFailure"):
+                raise Changed(f"{error_code(exc)}: {item.id}") from None
+            raise
+        return "released"
+
+
+class Ec2Instance(AwsResource):
+    name = "aws.ec2-instance"
+    actions = ("terminate",)
+    filters: ClassVar[dict[str, str]] = {**AGE, **STATE, **STATE_AGE, **TAG}
+
+    def find(self) -> list[Item]:
+        instances = [
+            i
+            for r in self.pages("ec2", "describe_instances", "Reservations")
+            for i in r.get("Instances", [])
+            if i["State"]["Name"] not in ("terminated", "shutting-down")
+        ]
+        storage: dict[str, float] = {}
+        stopped = [i["InstanceId"] for i in instances if i["State"]["Name"] == "stopped"]
+        for ids in chunks(stopped):  # a stopped instance costs what its volumes cost
+            filters = [{"Name": "attachment.instance-id", "Values": ids}]
+            for v in self.pages("ec2", "describe_volumes", "Volumes", Filters=filters):
+                price = v.get("Size", 0) * self.prices.aws(self.scope, f"ebs:{v.get('VolumeType', 'gp2')}")
+                for attachment in v.get("Attachments") or []:
+                    storage[attachment["InstanceId"]] = storage.get(attachment["InstanceId"], 0.0) + price
+        items = []
+        for i in instances:
+            tags = tags_of(i)
+            reason = _STATE_TIME.search(i.get("StateTransitionReason") or "")
+            since = datetime.fromisoformat(reason.group(1)).replace(tzinfo=UTC) if reason else None
+            items.append(
+                Item(
+                    id=i["InstanceId"],
+                    where=self.scope,
+                    created=aware(i.get("LaunchTime")),
+                    state=i["State"]["Name"],
+                    state_since=since,
+                    labels=tags,
+                    annotations=tags,
+                    monthly_usd=storage.get(i["InstanceId"], 0.0),
+                    what=f"{i.get('InstanceType', '?')} {i['State']['Name']}",
+                )
+            )
+        return items
+
+    def refresh(self, items: Iterable[Item]) -> dict[str, Item]:
+        wanted = {i.id for i in items}
+        return {i.id: i for i in self.find() if i.id in wanted}
+
+    def act(self, item: Item, policy: Policy) -> str:
+        try:
+            self.client("ec2").terminate_instances(InstanceIds=[item.id])
+        except Exception as exc:
+            if error_code(exc) in ("InvalidInstanceID.NotFound", "IncorrectInstanceState"):
+                raise Changed(f"{error_code(exc)}: {item.id}") from None
+            raise
+        return "terminated"
+
+
+class Ami(AwsResource):
+    name = "aws.ami"
+    actions = ("deregister",)
+    filters: ClassVar[dict[str, str]] = {**AGE, **TAG, **UNREFERENCED}
+
+    def find(self) -> list[Item]:
+        ec2 = self.client("ec2")
+        used = {
+            i.get("ImageId")
+            for r in self.pages("ec2", "describe_instances", "Reservations")
+            for i in r.get("Instances", [])
+            if i["State"]["Name"] != "terminated"
+        }
+        templates = [
+            t["LaunchTemplateId"] for t in self.pages("ec2", "describe_launch_templates", "LaunchTemplates")
+        ]
+        for template in templates:  # one call per template: every version of it
+            for version in ec2.describe_launch_template_versions(LaunchTemplateId=template).get(
+                "LaunchTemplateVersions", []
+            ):
+                used.add((version.get("LaunchTemplateData") or {}).get("ImageId"))
+        items = []
+        for image in ec2.describe_images(Owners=["self"]).get("Images", []):
+            tags = tags_of(image)
+            gib = sum(
+                (m.get("Ebs") or {}).get("VolumeSize", 0) for m in image.get("BlockDeviceMappings") or []
+            )
+            items.append(
+                Item(
+                    id=image["ImageId"],
+                    where=self.scope,
+                    created=aware(image.get("CreationDate")),
+                    state=image.get("State"),
+                    labels=tags,
+                    annotations=tags,
+                    referenced=image["ImageId"] in used,
+                    monthly_usd=gib * self.prices.aws(self.scope, "snapshot"),
+                    what=f"image {image.get('Name', '')}",
+                )
+            )
+        return items
+
+    def act(self, item: Item, policy: Policy) -> str:
+        try:
+            self.client("ec2").deregister_image(ImageId=item.id)
+        except Exception as exc:
+            if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                raise Changed(f"{error_code(exc)}: {item.id}") from None
+            raise
+        return "deregistered"
+
+
+class LoadBalancer(AwsResource):
+    name = "aws.elbv2"
+    actions = ("delete",)
+    filters: ClassVar[dict[str, str]] = {**AGE, **TAG, **UNREFERENCED}
+
+    def find(self) -> list[Item]:
+        elb = self.client("elbv2")
+        balancers = list(self.pages("elbv2", "describe_load_balancers", "LoadBalancers"))
+        arns = [b["LoadBalancerArn"] for b in balancers]
+        tags: dict[str, dict[str, str]] = {}
+        for batch in chunks(arns, 20):  # DescribeTags takes at most 20 ARNs
+            for d in elb.describe_tags(ResourceArns=batch).get("TagDescriptions", []):
+                tags[d["ResourceArn"]] = tags_of(d)
+        with_targets = set()
+        for group in self.pages("elbv2", "describe_target_groups", "TargetGroups"):
+            if not group.get("LoadBalancerArns"):
+                continue
+            health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+            if health.get("TargetHealthDescriptions"):
+                with_targets.update(group["LoadBalancerArns"])
+        return [
+            Item(
+                id=b["LoadBalancerArn"],
+                where=self.scope,
+                created=aware(b.get("CreatedTime")),
+                state=(b.get("State") or {}).get("Code"),
+                labels=tags.get(b["LoadBalancerArn"], {}),
+                annotations=tags.get(b["LoadBalancerArn"], {}),
+                referenced=b["LoadBalancerArn"] in with_targets,
+                monthly_usd=self.prices.aws(self.scope, f"elbv2:{b.get('Type', 'application')}"),
+                what=f"{b.get('Type', '?')} {b.get('LoadBalancerName', '')}",
+            )
+            for b in balancers
+        ]
+
+    def mark(self, items: list[Item], value: str) -> None:
+        for batch in chunks([i.id for i in items], 20):
+            self.client("elbv2").add_tags(ResourceArns=batch, Tags=[{"Key": MARK_KEY, "Value": value}])
+
+    def unmark(self, items: list[Item]) -> None:
+        for batch in chunks([i.id for i in items], 20):
+            self.client("elbv2").remove_tags(ResourceArns=batch, TagKeys=[MARK_KEY])
+
+    def act(self, item: Item, policy: Policy) -> str:
+        try:
+            self.client("elbv2").delete_load_balancer(LoadBalancerArn=item.id)
+        except Exception as exc:
+            if error_code(exc) in ("LoadBalancerNotFound", "ResourceInUse"):
+                raise Changed(f"{error_code(exc)}: {item.id}") from None
+            raise
+        return "deleted"
+
+
+class S3Multipart(AwsResource):
+    name = "aws.s3-multipart"
+    actions = ("abort",)
+    filters: ClassVar[dict[str, str]] = {**AGE}
+    markable = False  # an upload carries no tags: its age is its grace
+
+    def buckets(self) -> list[str]:
+        s3 = self.client("s3")
+        names = []
+        for bucket in s3.list_buckets().get("Buckets", []):
+            location = s3.get_bucket_location(Bucket=bucket["Name"]).get("LocationConstraint") or "us-east-1"
+            if location == self.scope:
+                names.append(bucket["Name"])
+        return names
+
+    def find(self) -> list[Item]:
+        items = []
+        for bucket in self.buckets():
+            for upload in self.pages("s3", "list_multipart_uploads", "Uploads", Bucket=bucket):
+                items.append(
+                    Item(
+                        id=f"s3://{bucket}/{upload['Key']}?uploadId={upload['UploadId']}",
+                        where=self.scope,
+                        created=aware(upload.get("Initiated")),
+                        what=f"incomplete upload of {upload['Key']}",
+                    )
+                )
+        return items
+
+    def act(self, item: Item, policy: Policy) -> str:
+        path, _, upload_id = item.id.removeprefix("s3://").partition("?uploadId=")
+        bucket, _, key = path.partition("/")
+        try:
+            self.client("s3").abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise Changed(f"NoSuchUpload: {item.id}") from None
+            raise
+        return "aborted"
+
+
+AWS_RESOURCES: tuple[type[AwsResource], ...] = (
+    EbsVolume,
+    EbsSnapshot,
+    ElasticIp,
+    Ec2Instance,
+    Ami,
+    LoadBalancer,
+    S3Multipart,
+)
