@@ -1,6 +1,8 @@
 """Keep secrets out of logs, artifacts, events and error messages.
 
-`Redactor` replaces every configured secret (and the password inside any URL) with `****`.
+`Redactor` replaces every configured secret (and the password inside any URL) with `****`, in every form
+it may be quoted back: as given, percent-decoded, and (for a value with spaces, which a parser reports one
+token at a time) each whitespace-separated piece.
 `SecretFilter` is a logging filter built on it; `install_log_filter` puts one on every handler, Prefect's
 API log handler included, so a secret that reaches a log call never reaches a terminal or the server.
 """
@@ -13,6 +15,7 @@ import inspect
 import logging
 import re
 import typing
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,6 +29,20 @@ _URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P
 _KV_PASSWORD = re.compile(r"(?P<prefix>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.IGNORECASE)
 
 
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms a secret may show up in: itself, percent-decoded and percent-encoded, and, for a value
+    with whitespace (a password with a space, which libpq reports token by token), each piece. A
+    connection string (`://` or `key=value`) is not split: its pieces are hosts and user names."""
+    forms = {secret, secret.strip("'\""), urllib.parse.unquote(secret), urllib.parse.quote(secret, safe="")}
+    if not ("://" in secret or "=" in secret):
+        for form in list(forms):
+            forms.update(form.split())
+    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+
+
 class Redactor:
     """Masks known secret values and URL/DSN passwords in text and nested data."""
 
@@ -35,8 +52,12 @@ class Redactor:
         self.add(*secrets)
 
     def add(self, *secrets: str) -> None:
-        """Mask these values too (values shorter than 4 characters are ignored: they would mask words)."""
-        known = {s for s in (*self._secrets, *secrets) if s and len(s) >= 4}
+        """Mask these values too, in each of their `secret_forms` (values shorter than 4 characters are
+        ignored: they would mask words)."""
+        known = set(self._secrets)
+        for secret in secrets:
+            if secret:
+                known |= secret_forms(secret)
         self._secrets = sorted(known, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, self._secrets))) if self._secrets else None
 

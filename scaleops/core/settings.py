@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import typing
+from contextvars import ContextVar
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     RedisDsn,
     SecretStr,
     TypeAdapter,
@@ -64,15 +68,21 @@ def mask_url_password(url: str) -> str:
     return urlunsplit(split._replace(netloc=f"{userinfo}@{host}"))
 
 
+# password=... in a key=value DSN: quoted, or up to the next `key=` (so a malformed unquoted password
+# with spaces is found whole, the way libpq then reports its pieces).
+_KV_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|.*?)(?=\s+\w+\s*=|\s*$)", re.I | re.S)
+
+
 def url_password(url: str) -> str | None:
     """The password inside a URL or key=value DSN, if any (so the log filter can mask it)."""
     if "://" in url:
-        return urlsplit(url).password
-    for token in url.split():
-        key, sep, value = token.partition("=")
-        if sep and key.strip().lower() == "password":
-            return value.strip("'")
-    return None
+        try:
+            return urlsplit(url).password
+        except ValueError:  # e.g. a bad port or IPv6 host: take what sits between user: and @
+            match = re.search(r"://[^:/@\s]*:([^@]*)@", url)
+            return match.group(1) if match else None
+    match = _KV_PASSWORD.search(url)
+    return (match.group(1).strip("'") or None) if match else None
 
 
 def _check_postgres_dsn(value: SecretStr | None) -> SecretStr | None:
@@ -82,9 +92,13 @@ def _check_postgres_dsn(value: SecretStr | None) -> SecretStr | None:
 
     try:
         conninfo_to_dict(value.get_secret_value())
-    except Exception as exc:  # libpq's parser: message names the problem, never the password
+    except Exception as exc:  # libpq's parser quotes the bad token, which may be (part of) the password
+        from scaleops.core.redaction import Redactor
+
+        raw = value.get_secret_value()
+        redactor = Redactor([raw, url_password(raw) or ""])
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"not a valid PostgreSQL connection string ({mask_url_password(reason)})") from None
+        raise ValueError(f"not a valid PostgreSQL connection string ({redactor.text(reason)})") from None
     return value
 
 
@@ -108,7 +122,8 @@ def _check_redis_url(value: str | None) -> str | None:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # hide_input_in_errors: a ValidationError's text never quotes a value (it may be a secret)
+    model_config = ConfigDict(extra="forbid", validate_default=True, hide_input_in_errors=True)
 
 
 class PostgresSettings(Section):
@@ -467,6 +482,7 @@ class Settings(BaseSettings):
         env_nested_delimiter=NESTED_DELIMITER,
         extra="ignore",
         validate_default=True,
+        hide_input_in_errors=True,
     )
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
@@ -504,6 +520,19 @@ class Settings(BaseSettings):
                 raise ConfigError([(CONFIG_FILE_ENV, f"config file {path} does not exist")])
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_input_secrets(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """When validation fails, keep the secret values of the input (no Settings exists to list them)
+        so that `load_settings` masks them in whatever message a validator wrote."""
+        try:
+            return handler(data)
+        except ValidationError:
+            found: list[str] = []
+            _input_secrets(cls, data, found)
+            _FAILED_INPUT_SECRETS.set(tuple(found))
+            raise
 
     def secrets(self) -> list[str]:
         """Every secret value in the settings, for the log filter and the report publisher."""
@@ -561,6 +590,54 @@ class Settings(BaseSettings):
         return dump(self)
 
 
+_FAILED_INPUT_SECRETS: ContextVar[tuple[str, ...]] = ContextVar("scaleops_failed_input_secrets", default=())
+
+
+def _input_secrets(model: type[BaseModel], data: Any, found: list[str]) -> None:
+    """Collect, from raw settings input (env, TOML, overrides), every value given for a secret field,
+    and the password of every URL or DSN, whatever its field."""
+    if not isinstance(data, dict):
+        return
+    given = {str(k).lower(): v for k, v in data.items()}
+    for name, field in model.model_fields.items():
+        if name.lower() in given:
+            _collect_secrets(field.annotation, given[name.lower()], found)
+    if model is ChainSettings and isinstance(given.get("rpc_url"), str):
+        split = urlsplit(given["rpc_url"])  # provider URLs carry API keys in the path or query
+        found += [given["rpc_url"], split.path.strip("/"), split.query]
+
+
+def _collect_secrets(annotation: Any, value: Any, found: list[str]) -> None:
+    if isinstance(value, str) and ("://" in value or "=" in value):
+        found.append(url_password(value) or "")
+    if annotation is SecretStr:
+        found.extend(_strings(value))
+        return
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, UnionType):
+        for arg in args:
+            _collect_secrets(arg, value, found)
+    elif origin in (list, tuple, set) and isinstance(value, list | tuple):
+        for item in value:
+            for arg in args:
+                _collect_secrets(arg, item, found)
+    elif origin is dict and isinstance(value, dict) and len(args) == 2:
+        for item in value.values():
+            _collect_secrets(args[1], item, found)
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        _input_secrets(annotation, value, found)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value, url_password(value) or ""]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    return []
+
+
 def env_name(loc: tuple[Any, ...]) -> str:
     """('redis', 'url') -> 'SCALEOPS_REDIS__URL' (the name a person sets)."""
     parts = [str(p) for p in loc if not isinstance(p, int)]
@@ -571,11 +648,21 @@ def env_name(loc: tuple[Any, ...]) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Load and validate; raise ConfigError naming every bad field (never echoing its value)."""
+    from scaleops.core.redaction import REDACTOR, Redactor
+
+    token = _FAILED_INPUT_SECRETS.set(())
     try:
         return Settings(**overrides)
     except ValidationError as exc:
+        # A validator's message may quote what it could not parse (libpq quotes the bad token): mask
+        # every secret of the input wherever it appears, and keep them masked in later logs too.
+        secrets = [s for s in _FAILED_INPUT_SECRETS.get() if s]
+        REDACTOR.add(*secrets)
+        redactor = Redactor(secrets)
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             message = str(err["msg"]).removeprefix("Value error, ")
-            problems.append((env_name(tuple(err["loc"])), message))
+            problems.append((env_name(tuple(err["loc"])), redactor.text(message)))
         raise ConfigError(problems) from None
+    finally:
+        _FAILED_INPUT_SECRETS.reset(token)
