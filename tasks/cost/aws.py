@@ -41,6 +41,9 @@ CHUNK = 200  # ids per filtered describe / tag call
 _STATE_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
 
 
+_CLIENTS: dict[tuple[AwsScope, str], Any] = {}
+
+
 @dataclass(frozen=True)
 class AwsScope:
     """One region of one account, and how to reach it."""
@@ -51,6 +54,14 @@ class AwsScope:
     secret_access_key: str | None = None
 
     def client(self, service: str) -> Any:
+        """A boto3 client for this region, made once per process (clients are thread-safe, and
+        making one costs more than most of the calls the duty makes with it)."""
+        key = (self, service)
+        if key not in _CLIENTS:
+            _CLIENTS[key] = self._make_client(service)
+        return _CLIENTS[key]
+
+    def _make_client(self, service: str) -> Any:
         import boto3
         from botocore.config import Config
 
