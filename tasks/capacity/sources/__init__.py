@@ -4,15 +4,18 @@ each source once for all of its series."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-from scaleops.core.settings import SeriesSettings, Settings
 from tasks.capacity.models import SeriesData
+
+if TYPE_CHECKING:
+    from scaleops.core.settings import SeriesSettings, Settings
 
 
 def fetch_all(settings: Settings, specs: list[SeriesSettings], start: float, end: float) -> list[SeriesData]:
     """One batch task per source system, run concurrently; results in the order of `specs`."""
     from tasks.capacity.sources.cloudwatch import cloudwatch_fetch
-    from tasks.capacity.sources.files import csv_fetch
+    from tasks.capacity.sources.file_fetch import csv_fetch
     from tasks.capacity.sources.postgres import postgres_fetch
     from tasks.capacity.sources.prometheus import prometheus_fetch
 
