@@ -397,12 +397,21 @@ class CapacitySettings(Section):
     horizon: str = Field(default="30d", description="how far ahead to forecast")
     lead_time: str = Field(default="14d", description="warn when the upper 95% crosses within this")
     max_staleness: str = Field(default="2h", description="newest point must be at most this old")
-    max_gap_steps: int = Field(default=6, ge=0, description="longer gaps fail the series")
+    max_gap_steps: int = Field(default=6, ge=0, description="gaps the suite tolerates (after repair)")
+    duplicates: Literal["mean", "max", "last"] = Field(
+        default="mean", description="how repeated timestamps are merged before validation"
+    )
+    max_fill: str = Field(
+        default="1d", description="gaps up to this long are interpolated; history is cut at a longer one"
+    )
+    dst_repair: bool = Field(default=True, description="undo local-time daylight-saving folds and gaps")
     headroom: float = Field(default=0.0, ge=0, description="extra fraction over the upper-95% peak")
     workers: int = Field(default=2, ge=1, description="processes that fit series in parallel")
     timeout_seconds: float = Field(default=30, gt=0)
 
-    _durations = field_validator("lookback", "horizon", "lead_time", "max_staleness")(_check_duration)
+    _durations = field_validator("lookback", "horizon", "lead_time", "max_staleness", "max_fill")(
+        _check_duration
+    )
 
     @field_validator("prometheus_url", "cloudwatch_endpoint_url")
     @classmethod

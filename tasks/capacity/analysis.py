@@ -19,22 +19,23 @@ from tasks.capacity.models import (
     Forecast,
     SeriesData,
     breach,
+    explain,
     forecast_many,
-    infer_step,
     parse_duration,
     recommend,
+)
+from tasks.capacity.repair import (
+    Aggregate,
+    Repaired,
+    Unusable,
+    min_points_for,
+    repair_series,
+    robust_step,
 )
 from tasks.capacity.report import SeriesResult, fmt_time
 from tasks.capacity.validation import Validated, validate_series
 
 PARALLEL_FROM = 8  # fewer series than this are fitted in this process (spawning workers costs more)
-
-
-def min_points_for(step_seconds: float) -> int:
-    """Two cycles of the longest season that can be used: two days of points for sub-daily series."""
-    if step_seconds <= DAY / 2:
-        return max(16, math.ceil(2 * DAY / step_seconds))
-    return 16
 
 
 def analyse_series(
@@ -46,15 +47,31 @@ def analyse_series(
     bounds: tuple[float | None, float | None] | None = None,
     max_staleness_seconds: float = 7200,
     max_gap_steps: int = 6,
-) -> tuple[Validated, dict[str, Any] | None, float]:
-    """Validate one series; when it passes, the keyword arguments of `forecast_series` for it."""
-    step = data.step_seconds
-    if step is None and len(data.timestamps) >= 2:
-        step = infer_step(data.timestamps)
-    step = float(step or 1.0)
+    aggregate: Aggregate = "mean",
+    max_fill_seconds: float = DAY,
+    dst: bool = True,
+) -> tuple[Validated, dict[str, Any] | None, float, Repaired | None]:
+    """Repair one series, validate the repaired series; when it passes, the keyword arguments of
+    `forecast_series` for it. A series that cannot be repaired fails as `repairable`."""
+    repaired: Repaired | None = None
+    step = float(data.step_seconds or 1.0)
+    if len(data.timestamps) >= 2:  # fewer: nothing to repair, the suite says what is missing
+        try:
+            step = float(data.step_seconds or robust_step(data.timestamps))
+            repaired = repair_series(
+                data.timestamps,
+                data.values,
+                step_seconds=step,
+                aggregate=aggregate,
+                max_fill_seconds=max_fill_seconds,
+                min_points=min_points_for(step),
+                dst=dst,
+            )
+        except Unusable as exc:
+            return Validated(ok=False, failures=[f"repairable: {exc}"]), None, step, None
     checked = validate_series(
-        data.timestamps,
-        data.values,
+        repaired.timestamps if repaired else data.timestamps,
+        repaired.values if repaired else data.values,
         step_seconds=step,
         as_of=as_of,
         bounds=bounds,
@@ -62,11 +79,12 @@ def analyse_series(
         max_gap_steps=max_gap_steps,
         min_points=min_points_for(step),
     )
+    checked.notes = (repaired.notes if repaired else []) + checked.notes
     if not checked.ok:
-        return checked, None, step
+        return checked, None, step, repaired
     h = horizon_steps_ or max(1, math.ceil((horizon_seconds or WEEK) / step))
     job = {"values": checked.values, "step_seconds": step, "horizon": h, "bounds": bounds}
-    return checked, job, step
+    return checked, job, step, repaired
 
 
 def fill_result(
@@ -84,6 +102,7 @@ def fill_result(
     found = breach(frame, spec.threshold, spec.direction)
     result.model, result.cv_mase = fc.model, round(fc.cv_mase, 4)
     result.cv_mae = {k: round(v, 6) for k, v in fc.cv_mae.items()}
+    result.why = explain(fc)
     result.breach_at = found.breach_at
     result.breach_at_upper, result.breach_at_lower = found.breach_at_upper, found.breach_at_lower
     result.peak_upper_95 = round(found.peak_upper, 6)
@@ -121,36 +140,41 @@ def validate_and_forecast(
     log = run_logger()
     results: list[SeriesResult] = []
     jobs: list[dict[str, Any]] = []
-    pending: list[tuple[SeriesResult, SeriesSettings, Validated, float]] = []
+    pending: list[tuple[SeriesResult, SeriesSettings, Validated, float, Repaired | None]] = []
     for spec, data in zip(specs, fetched, strict=True):
         result = SeriesResult(name=spec.name, source=spec.source, unit=spec.unit, threshold=spec.threshold)
         results.append(result)
         if data.error:
             result.status, result.failures = "fetch-failed", [REDACTOR.text(data.error)]
             continue
-        checked, job, step = analyse_series(
+        checked, job, step, repaired = analyse_series(
             data,
             as_of=as_of.timestamp(),
             horizon_seconds=horizon_seconds,
             bounds=spec.bounds,
             max_staleness_seconds=parse_duration(capacity.max_staleness),
             max_gap_steps=capacity.max_gap_steps,
+            aggregate=capacity.duplicates,
+            max_fill_seconds=parse_duration(capacity.max_fill),
+            dst=capacity.dst_repair,
         )
         result.step_seconds, result.points = step, len(data.values)
+        if repaired is not None:
+            result.repairs = repaired.repairs.as_dict()
         if job is None:
             result.status, result.failures = "invalid", checked.failures
             continue
         result.notes += checked.notes
         result.last_value = float(checked.values[-1])
         jobs.append(job)
-        pending.append((result, spec, checked, step))
+        pending.append((result, spec, checked, step, repaired))
     log.info("capacity-forecast: %d series valid, forecasting", len(jobs))
     workers = capacity.workers if len(jobs) >= PARALLEL_FROM else 1
     forecasts = forecast_many(
         jobs, workers=workers, progress=lambda done, total: log.info("forecast %d/%d series", done, total)
     )
     pictures: dict[str, str] = {}
-    for (result, spec, checked, step), fc in zip(pending, forecasts, strict=True):
+    for (result, spec, checked, step, repaired), fc in zip(pending, forecasts, strict=True):
         if not isinstance(fc, Forecast):
             result.status, result.failures = "forecast-failed", [fc]
             continue
@@ -158,7 +182,8 @@ def validate_and_forecast(
         if charts:
             from tasks.capacity.charts import chart_for  # matplotlib only when charts are wanted
 
-            pictures[spec.name] = chart_for(result, spec, fc, checked, step)
+            filled = repaired.filled if repaired is not None else None
+            pictures[spec.name] = chart_for(result, spec, fc, checked, step, filled)
     return results, pictures
 
 

@@ -24,6 +24,7 @@ def forecast_chart(
     threshold: float,
     title: str,
     unit: str = "",
+    filled: np.ndarray | None = None,
 ) -> bytes:
     """One small PNG (about 20-40 KB) for the markdown artifact."""
     import matplotlib
@@ -36,6 +37,11 @@ def forecast_chart(
     hist_index = pd.to_datetime(np.asarray(history_t), unit="s", utc=True)
     ts = pd.to_datetime(forecast["timestamp"], utc=True)
     ax.plot(hist_index, history_v, color="#333333", linewidth=0.8, label="history")
+    if filled is not None and np.any(filled):
+        mask = np.asarray(filled, dtype=bool)
+        ax.scatter(
+            hist_index[mask], np.asarray(history_v)[mask], s=4, color="#ff7f0e", zorder=3, label="repaired"
+        )
     ax.fill_between(ts, forecast["lo_95"], forecast["hi_95"], color="#1f77b4", alpha=0.15, label="95%")
     ax.fill_between(ts, forecast["lo_80"], forecast["hi_80"], color="#1f77b4", alpha=0.3, label="80%")
     ax.plot(ts, forecast["mean"], color="#1f77b4", linewidth=1.2, label="forecast")
@@ -43,7 +49,7 @@ def forecast_chart(
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(unit or "value", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left", ncol=5)
+    ax.legend(fontsize=7, loc="upper left", ncol=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -56,8 +62,14 @@ def data_uri(png: bytes) -> str:
 
 
 def chart_for(
-    result: SeriesResult, spec: SeriesSettings, fc: Forecast, checked: Validated, step: float
+    result: SeriesResult,
+    spec: SeriesSettings,
+    fc: Forecast,
+    checked: Validated,
+    step: float,
+    filled: np.ndarray | None = None,
 ) -> str:
+    """The chart of one series for the report; `filled` marks the points the repair interpolated."""
     from tasks.capacity.charts import data_uri, forecast_chart
 
     frame = fc.frame(pd.Timestamp(checked.timestamps[-1], unit="s", tz="UTC"), step)
@@ -68,5 +80,6 @@ def chart_for(
         threshold=spec.threshold,
         title=f"{spec.name}: {fc.model}, CV MASE {fc.cv_mase:.2f}",
         unit=spec.unit,
+        filled=filled,
     )
     return data_uri(png)

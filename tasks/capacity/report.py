@@ -28,6 +28,8 @@ class SeriesResult(BaseModel):
     model: str | None = None
     cv_mase: float | None = None
     cv_mae: dict[str, float] = Field(default_factory=dict)
+    why: str | None = None  # the chosen model's CV error beside the baselines'
+    repairs: dict[str, int] = Field(default_factory=dict)  # see tasks/capacity/repair.py:Repairs
     breach_at: datetime | None = None
     breach_at_upper: datetime | None = None
     breach_at_lower: datetime | None = None
@@ -80,6 +82,7 @@ class CapacityReport(DutyReport):
                 "status": s.status,
                 "model": s.model,
                 "cv_mase": None if s.cv_mase is None else round(s.cv_mase, 3),
+                "repairs": sum(v for k, v in s.repairs.items() if k != "history_cut"),
                 "breach_at": fmt_time(s.breach_at),
                 "breach_at_upper": fmt_time(s.breach_at_upper),
                 "recommendation": s.recommendation or "",
@@ -123,6 +126,11 @@ def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
             )
         if s.recommendation:
             lines.append(f"- recommendation: {s.recommendation}")
+        if s.why:
+            lines.append(f"- model: {s.why}")
+        if s.repairs:
+            done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.repairs.items() if v)
+            lines.append(f"- repairs: {done or 'none (the export was clean)'}")
         for failure in s.failures:
             lines.append(f"- failed: {failure}")
         for note in s.notes:
