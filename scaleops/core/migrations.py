@@ -111,10 +111,66 @@ insert into l2_outbox (namespace)
     select greatest(1, ('x' || lpad(substr(md5(gen_random_uuid()::text), 1, 15), 16, '0'))::bit(64)::bigint);
 """
 
+ARCHIVE_LEDGER = """
+-- duty arweave-archival: one row per unique content (its SHA-256), whatever its names
+create table archive_items (
+    sha256 text primary key check (sha256 ~ '^[0-9a-f]{64}$'),
+    size bigint not null check (size >= 0),
+    content_type text not null default 'application/octet-stream',
+    keys text[] not null default '{}',  -- every source key that pointed at these bytes
+    first_key text not null,
+    body bytea,  -- queued local content until it is posted (sources with a url are read again)
+    source_url text,
+    status text not null default 'queued' check (status in
+        ('queued', 'signed', 'posted', 'confirmed', 'verified', 'failed', 'corrupt', 'missing')),
+    item_id text unique,  -- the ANS-104 data item id (fixed by its signature)
+    bundle_id text,
+    ipfs_cid text,
+    ipfs_params jsonb,  -- cid_version, raw_leaves, chunker
+    winston bigint not null default 0,  -- this item's share of what its bundle paid
+    reposts integer not null default 0,
+    error text,
+    created_at timestamptz not null default now(),
+    signed_at timestamptz,
+    posted_at timestamptz,
+    confirmed_at timestamptz,
+    verified_at timestamptz,
+    updated_at timestamptz not null default now()
+);
+create index archive_items_live on archive_items (status) where status not in ('verified');
+
+-- every bundle transaction ever signed, stored before it is posted (write-ahead)
+create table archive_bundles (
+    tx_id text primary key,
+    mode text not null check (mode in ('gateway', 'bundler')),
+    status text not null check (status in ('signed', 'posted', 'confirmed', 'dropped', 'failed')),
+    raw_tx jsonb not null,  -- the signed transaction header (its id is fixed by the signature)
+    data bytea not null,    -- the bundle bytes
+    items integer not null,
+    bytes bigint not null,
+    winston bigint not null,
+    posted_height bigint,
+    block_height bigint,
+    receipt jsonb,
+    created_at timestamptz not null default now(),
+    posted_at timestamptz,
+    confirmed_at timestamptz
+);
+create index archive_bundles_live on archive_bundles (status) where status in ('signed', 'posted');
+
+-- source watermarks (S3: newest LastModified seen per source)
+create table archive_sources (
+    name text primary key,
+    watermark text,
+    updated_at timestamptz not null default now()
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
     Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
     Migration(3, "l2 outbox: namespace of its operation ids on chain", OUTBOX_NAMESPACE),
+    Migration(4, "arweave archival: ledger of items, bundles and source watermarks", ARCHIVE_LEDGER),
 )
 
 

@@ -483,6 +483,73 @@ class CostSettings(Section):
         return value
 
 
+class ArchiveSource(Section):
+    """One source of content to archive (an entry of SCALEOPS_ARCHIVE__SOURCES, a JSON map by name)."""
+
+    kind: Literal["s3", "postgres"]
+    url: str | None = Field(default=None, description="s3: s3://bucket/prefix (new or changed objects)")
+    query: str | None = Field(
+        default=None, description="postgres: SQL returning key, content_type, bytes (or an s3:// url)"
+    )
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ArchiveSource:
+        if self.kind == "s3" and not (self.url or "").startswith("s3://"):
+            raise ValueError("an s3 source needs url: s3://bucket/prefix")
+        if self.kind == "postgres" and not (self.query or "").strip():
+            raise ValueError("a postgres source needs query")
+        return self
+
+
+def _check_jwk(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    import json
+
+    try:
+        jwk = json.loads(value.get_secret_value())
+    except ValueError:
+        raise ValueError("not a JSON Web Key (expected the wallet's JWK as JSON)") from None
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or not all(k in jwk for k in ("n", "e", "d")):
+        raise ValueError("not an Arweave wallet JWK (expected an RSA key with n, e, d)")
+    return value
+
+
+class ArchiveSettings(Section):
+    """Duty arweave-archival: the gateway, the IPFS node, the wallet and the budget."""
+
+    gateway_url: str | None = Field(
+        default=None, description="Arweave gateway (/price, /tx, /graphql, /{id})"
+    )
+    ipfs_api_url: str | None = Field(default=None, description="IPFS node RPC (Kubo-compatible /api/v0)")
+    bundler_url: str | None = Field(
+        default=None, description="Turbo-compatible upload service (mode bundler)"
+    )
+    mode: Literal["gateway", "bundler"] = "gateway"
+    wallet_jwk: SecretStr | None = Field(default=None, description="the archive wallet's JWK (secret)")
+    sources: dict[str, ArchiveSource] = Field(default_factory=dict, description="name -> source (JSON)")
+    max_winston_per_run: int = Field(default=10**12, ge=0, description="budget of one run (1 AR = 10^12)")
+    max_bundle_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="bytes of one bundle (posted inline: under 15 MB)"
+    )
+    confirmations: int = Field(default=10, ge=1, le=1000)
+    drop_after_blocks: int = Field(default=50, ge=1, description="unknown this long after posting: re-post")
+    app_name: str = Field(default="scaleops", min_length=1, description="the App-Name tag")
+    timeout_seconds: float = Field(default=30, gt=0)
+
+    _jwk = field_validator("wallet_jwk")(_check_jwk)
+
+    @field_validator("gateway_url", "ipfs_api_url", "bundler_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("not a valid URL (expected http(s)://host[:port])")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     """Everything scaleops reads from its environment. See README "Configuration"."""
 
@@ -505,6 +572,7 @@ class Settings(BaseSettings):
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     chains: dict[str, ChainSettings] = Field(default_factory=dict, description="L2 posting targets by name")
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
     prefect_api_url: str | None = Field(
         default=None,
@@ -575,6 +643,11 @@ class Settings(BaseSettings):
             split = urlsplit(chain.rpc_url)
             if split.path.strip("/") or split.query:  # provider URLs carry API keys in the path or query
                 found += [chain.rpc_url, split.path.strip("/"), split.query]
+        if self.archive.wallet_jwk is not None:  # a JWK's private parts may show up one by one
+            import json
+
+            jwk = json.loads(self.archive.wallet_jwk.get_secret_value())
+            found += [str(jwk[k]) for k in ("d", "p", "q", "dp", "dq", "qi") if k in jwk]
         return sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True)
 
     def masked(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism, AnvilZkSync
+from scaleops.sandbox.arweave import Arlocal
 from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.prometheus import Prometheus
@@ -37,6 +38,7 @@ SERVICES: tuple[type[Service], ...] = (
     AnvilArbitrum,
     AnvilZkSync,
     SolanaLiteSvm,
+    Arlocal,
     Prometheus,
     PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)
 )

@@ -1,0 +1,134 @@
+"""Arweave for the sandbox: arlocal (npm `arlocal`, pinned in package.json with the `avsc` override),
+started by a small Node script that also mines a block every few seconds, so confirmations arrive.
+
+`ready()` makes an archive wallet for this sandbox (an Arweave JWK, kept in the sandbox state) and funds
+it with `/mint`; `env()` exports every SCALEOPS_ARCHIVE__* setting that points at it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from scaleops.sandbox.probes import http_request
+from scaleops.sandbox.procs import spawn
+from scaleops.sandbox.services import LOCAL, SandboxError, Service
+
+ROOT = Path(__file__).resolve().parents[2]
+ARLOCAL = ROOT / "node_modules" / "arlocal" / "bin" / "app.js"
+MINE_EVERY_MS = 2000
+FUNDING_WINSTON = 10**15  # 1000 AR
+# what the sandbox's archive settings say (confirmations arrive every MINE_EVERY_MS)
+CONFIRMATIONS = 2
+DROP_AFTER_BLOCKS = 5
+
+LAUNCHER = """
+// scaleops sandbox: arlocal + a miner (one block every MINE_EVERY_MS)
+const ArLocal = require(process.env.ARLOCAL).default;
+const port = +process.env.PORT;
+const every = +process.env.MINE_EVERY_MS;
+(async () => {
+  const node = new ArLocal(port, false, process.env.DB_PATH, true);
+  await node.start();
+  console.log(`arlocal on 127.0.0.1:${port}, mining every ${every} ms`);
+  setInterval(() => { fetch(`http://127.0.0.1:${port}/mine`).catch(() => {}); }, every);
+  const stop = async () => { try { await node.stop(); } finally { process.exit(0); } };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+})().catch((err) => { console.error(err); process.exit(1); });
+"""
+
+
+def _wallet_address(jwk: str) -> str:
+    import base64
+    import hashlib
+
+    n = json.loads(jwk)["n"]
+    owner = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    return base64.urlsafe_b64encode(hashlib.sha256(owner).digest()).rstrip(b"=").decode()
+
+
+def _new_jwk(_seed: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    n = key.private_numbers()
+
+    def enc(value: int) -> str:
+        import base64
+
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return json.dumps(
+        {
+            "kty": "RSA",
+            "e": enc(n.public_numbers.e),
+            "n": enc(n.public_numbers.n),
+            "d": enc(n.d),
+            "p": enc(n.p),
+            "q": enc(n.q),
+            "dp": enc(n.dmp1),
+            "dq": enc(n.dmq1),
+            "qi": enc(n.iqmp),
+        }
+    )
+
+
+class Arlocal(Service):
+    name = "arlocal"
+    description = (
+        f"arlocal (Arweave gateway) + a miner every {MINE_EVERY_MS / 1000:g} s, a funded archive wallet"
+    )
+
+    def start(self) -> None:
+        node = shutil.which("node")
+        if not ARLOCAL.exists() or node is None:
+            raise SandboxError(f"{self.name}: {ARLOCAL} (or node) is missing; run `make setup` (npm ci)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "db").mkdir(exist_ok=True)
+        launcher = self.home / "arlocal-miner.js"
+        launcher.write_text(LAUNCHER)
+        env = {
+            "ARLOCAL": str(ARLOCAL),
+            "PORT": str(self.port),
+            "MINE_EVERY_MS": str(MINE_EVERY_MS),
+            "DB_PATH": str((self.home / "db").resolve()),
+        }
+        spawn([node, str(launcher)], cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=dict(env))
+
+    def probe(self) -> bool:
+        status, body = http_request("GET", f"{self.url()}/info")
+        return status == 200 and b"height" in body
+
+    # the wallet: generated once per sandbox (a 4096-bit key takes a second), kept in the state
+    def wallet_jwk(self) -> str:
+        return self.sb.memo("arlocal_wallet_jwk", self.sb.secret("arlocal_wallet_seed"), _new_jwk)
+
+    def wallet_address(self) -> str:
+        return self.sb.memo("arlocal_wallet_address", self.wallet_jwk(), _wallet_address)
+
+    def ready(self) -> None:
+        address = self.wallet_address()
+        status, body = http_request("GET", f"{self.url()}/wallet/{address}/balance")
+        balance = int(body) if status == 200 and body.strip().isdigit() else 0
+        if balance < FUNDING_WINSTON // 2:
+            status, body = http_request("GET", f"{self.url()}/mint/{address}/{FUNDING_WINSTON}", timeout=10)
+            if status != 200:
+                raise SandboxError(
+                    f"{self.name}: could not fund the archive wallet ({status}); see {self.log}"
+                )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SCALEOPS_ARCHIVE__GATEWAY_URL": self.url(),
+            "SCALEOPS_ARCHIVE__MODE": "gateway",
+            "SCALEOPS_ARCHIVE__WALLET_JWK": self.wallet_jwk(),
+            "SCALEOPS_ARCHIVE__CONFIRMATIONS": str(CONFIRMATIONS),
+            "SCALEOPS_ARCHIVE__DROP_AFTER_BLOCKS": str(DROP_AFTER_BLOCKS),
+        }
+
+    def details(self) -> dict[str, Any]:
+        return {"wallet": self.wallet_address(), "mine_every_ms": MINE_EVERY_MS, "host": LOCAL}

@@ -1,0 +1,197 @@
+"""The pay-once archiving protocol of duty arweave-archival.
+
+    reconcile (every signed-but-unconfirmed bundle: post what was written ahead and never reached the
+    gateway, confirm, re-queue what the gateway dropped) -> plan bundles -> price + budget
+    -> sign items and the bundle transaction -> write ahead (ONE transaction) -> post -> mark posted
+
+Why it pays once: a bundle transaction's id is fixed by its signature and stored (with its bytes)
+before it is posted, so whatever crashes, the next run asks the gateway about that id and posts the
+same bytes again if the gateway never saw them: a transaction is mined at most once, and nothing is
+signed anew until the gateway has forgotten the old one for `drop_after_blocks`.
+
+`SCALEOPS_ARCHIVE_CRASH_AT=<step>` makes the process SIGKILL itself at that step (crash tests only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scaleops.core.settings import ArchiveSettings
+from tasks.archive import ledger
+from tasks.archive.ans104 import Tag, Wallet, bundle_items, create_data_item, sign_transaction
+from tasks.archive.gateway import Gateway
+from tasks.archive.report import ArchiveReport, BundleRecord, Finding
+
+CRASH_ENV = "SCALEOPS_ARCHIVE_CRASH_AT"
+CRASH_STEPS = ("signed", "sent", "posted")
+APP_VERSION = "1"
+BUNDLE_OVERHEAD = 32  # the bundle's item count
+ITEM_OVERHEAD = 64 + 2 + 512 + 512 + 2 + 16  # header entry + fixed item fields
+
+
+def crashpoint(step: str) -> None:
+    """Failpoint for the crash tests: die here, as abruptly as a power cut, when asked to."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BudgetError(RuntimeError):
+    """The wallet cannot pay for the first bundle: the run refuses to start archiving."""
+
+
+def item_tags(item: ledger.Item, app_name: str) -> list[Tag]:
+    return [
+        ("Content-Type", item.content_type),
+        ("Content-SHA256", item.sha256),
+        ("App-Name", app_name),
+        ("App-Version", APP_VERSION),
+        ("Source-Key", item.first_key[:3072]),
+    ]
+
+
+def estimated_size(item: ledger.Item) -> int:
+    return ITEM_OVERHEAD + item.size + 400 + len(item.first_key.encode())  # tags: a generous bound
+
+
+def plan_bundles(items: Sequence[ledger.Item], max_bytes: int) -> list[list[ledger.Item]]:
+    """Pack items in order into bundles of at most `max_bytes` (an item larger alone gets its own)."""
+    bundles: list[list[ledger.Item]] = []
+    current: list[ledger.Item] = []
+    size = BUNDLE_OVERHEAD
+    for item in items:
+        need = estimated_size(item)
+        if current and size + need > max_bytes:
+            bundles.append(current)
+            current, size = [], BUNDLE_OVERHEAD
+        current.append(item)
+        size += need
+    if current:
+        bundles.append(current)
+    return bundles
+
+
+def split_winston(total: int, sizes: Sequence[int]) -> list[int]:
+    """Each item's share of its bundle's price, in proportion to its size; the shares add up to total."""
+    whole = sum(sizes) or 1
+    shares = [total * s // whole for s in sizes]
+    if shares:
+        shares[-1] += total - sum(shares)
+    return shares
+
+
+@dataclass
+class Context:
+    conn: Any
+    gateway: Gateway
+    settings: ArchiveSettings
+    report: ArchiveReport
+    load_body: Callable[[ledger.Item], bytes]
+
+
+def reconcile(ctx: Context) -> None:
+    """Ask the gateway about every bundle written ahead and not yet confirmed, before signing anything."""
+    live = ledger.live_bundles(ctx.conn)
+    if not live:
+        return
+    height = ctx.gateway.height()
+    for bundle in live:
+        status = ctx.gateway.status(bundle.tx_id)
+        if bundle.status == "signed":
+            if not status.known:  # written ahead, never reached the gateway: the same bytes, paid once
+                ctx.gateway.post_transaction(bundle.raw_tx, bundle.data)
+            ledger.mark_posted(ctx.conn, bundle.tx_id, height)
+            ctx.report.items_posted += bundle.items
+            if not status.known:
+                ctx.report.pay(
+                    BundleRecord(
+                        tx_id=bundle.tx_id,
+                        items=bundle.items,
+                        bytes=bundle.size,
+                        winston=bundle.winston,
+                        mode=bundle.mode,
+                    )
+                )
+            continue
+        if status.known and status.confirmations >= ctx.settings.confirmations:
+            ctx.report.items_confirmed += ledger.mark_confirmed(ctx.conn, bundle.tx_id, status.block_height)
+        elif not status.known and height - (bundle.posted_height or height) > ctx.settings.drop_after_blocks:
+            requeued, failed = ledger.mark_dropped(ctx.conn, bundle.tx_id)
+            for key in requeued:
+                ctx.report.reposted.append(
+                    Finding(key=key, sha256="", reason=f"bundle {bundle.tx_id} dropped")
+                )
+            for key in failed:
+                ctx.report.problem(f"{key}: dropped by the gateway again after a re-post")
+        else:
+            for item in ledger.items_of_bundle(ctx.conn, bundle.tx_id):
+                confirmations = status.confirmations if status.known else 0
+                ctx.report.pending.append(
+                    Finding(
+                        key=item.first_key,
+                        sha256=item.sha256,
+                        reason=f"bundle {bundle.tx_id}: {confirmations}/{ctx.settings.confirmations} "
+                        "confirmations"
+                        if status.known
+                        else f"bundle {bundle.tx_id} not seen by the gateway",
+                    )
+                )
+
+
+def archive_queued(ctx: Context, wallet: Wallet) -> None:
+    """Bundle, price, sign, write ahead and post every queued item, within the run's budget."""
+    queue = ledger.queued(ctx.conn)
+    ctx.report.items_queued = len(queue)
+    if not queue:
+        return
+    plans = plan_bundles(queue, ctx.settings.max_bundle_bytes)
+    spent = 0
+    for number, members in enumerate(plans):
+        bodies = [ctx.load_body(item) for item in members]
+        for item, body in zip(members, bodies, strict=True):
+            if hashlib.sha256(body).hexdigest() != item.sha256:
+                raise RuntimeError(f"{item.first_key}: its source no longer holds the queued bytes")
+        signed = [
+            create_data_item(wallet, body, item_tags(item, ctx.settings.app_name))
+            for item, body in zip(members, bodies, strict=True)
+        ]
+        data = bundle_items(signed)
+        price = ctx.gateway.price(len(data))
+        if number == 0:
+            balance = ctx.gateway.balance(wallet.address)
+            if balance < price:
+                raise BudgetError(
+                    f"wallet {wallet.address} holds {balance} winston; the first bundle costs {price}"
+                )
+        if spent + price > ctx.settings.max_winston_per_run:
+            ctx.report.budget_capped = True
+            ctx.report.problem(
+                f"budget cap: {len(queue) - sum(len(p) for p in plans[:number])} item(s) left queued; "
+                f"the next bundle ({price} winston) would pass SCALEOPS_ARCHIVE__MAX_WINSTON_PER_RUN "
+                f"({ctx.settings.max_winston_per_run}; {spent} spent)"
+            )
+            return
+        tx = sign_transaction(wallet, data, price, ctx.gateway.anchor())
+        shares = split_winston(price, [len(s.raw) for s in signed])
+        record = ledger.Bundle(tx["id"], "gateway", "signed", tx, len(signed), len(data), price)
+        ledger.write_ahead(
+            ctx.conn,
+            record,
+            data,
+            [(item.sha256, s.id, w) for item, s, w in zip(members, signed, shares, strict=True)],
+        )
+        ctx.report.items_signed += len(signed)
+        crashpoint("signed")
+        ctx.gateway.post_transaction(tx, data)
+        crashpoint("sent")
+        ledger.mark_posted(ctx.conn, tx["id"], ctx.gateway.height())
+        crashpoint("posted")
+        spent += price
+        ctx.report.items_posted += len(signed)
+        ctx.report.pay(
+            BundleRecord(tx_id=tx["id"], items=len(signed), bytes=len(data), winston=price, mode="gateway")
+        )
