@@ -56,6 +56,15 @@ def backup_verification(
     `as_of` is the partition (default now): RPO and retention are computed as of it. `deep_sample` is
     the fraction of objects with equal ETags that are downloaded and hashed in both regions anyway.
     Retention deletes only with `apply_retention=true` and `dry_run=false`.
+
+    Args:
+        as_of: the partition (default now): RPO and retention are computed as of it.
+        databases: databases to back up and check (default: SCALEOPS_BACKUP__DATABASES).
+        take_backup: take a new backup of each database first.
+        deep_sample: fraction (0-1) of objects with equal ETags hashed in both regions anyway.
+        restore_test: restore the newest backup from the replica region into a scratch database and check it.
+        apply_retention: plan grandfather-father-son retention in both regions.
+        dry_run: with apply_retention, only report what would be deleted.
     """
     clock = as_datetime(as_of)
     names = check_databases(databases or settings.backup.databases)

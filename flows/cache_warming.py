@@ -53,7 +53,19 @@ def cache_warming(
     dry_run: bool = False,
     as_of: datetime | None = None,
 ) -> CacheWarmingReport:
-    """Warm `warm_set` (default: the only one configured) into Redis, hottest keys first."""
+    """Warm `warm_set` (default: the only one configured) into Redis, hottest keys first.
+
+    Args:
+        warm_set: a warm set of SCALEOPS_CACHE__WARM_SETS (default: the only one configured).
+        limit: at most this many keys (hottest first).
+        target: standalone Redis or the Redis Cluster.
+        memory_budget: fraction (0-1] of maxmemory the run may fill; it stops before.
+        ttl_seconds: override the warm set's TTL.
+        ttl_jitter: override the warm set's TTL spread (a fraction in [0, 1)).
+        invalidate: delete keys whose rows changed or vanished since the last run.
+        dry_run: read and measure, write nothing.
+        as_of: the run's clock (default now).
+    """
     plan = make_plan(
         settings,
         warm_set,

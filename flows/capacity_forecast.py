@@ -48,7 +48,15 @@ def capacity_forecast(
     lookback: str | None = None,
     charts: bool = True,
 ) -> CapacityReport:
-    """Forecast every configured series (or only those named in `series`) and warn of breaches."""
+    """Forecast every configured series (or only those named in `series`) and warn of breaches.
+
+    Args:
+        as_of: the end of the history window and the clock of breach dates (default now).
+        series: forecast only these configured series (by name).
+        horizon: how far ahead, e.g. 30d (default: SCALEOPS_CAPACITY__HORIZON).
+        lookback: how much history, e.g. 28d (default: SCALEOPS_CAPACITY__LOOKBACK).
+        charts: draw a chart per series in the report artifact.
+    """
     cap = settings.capacity
     clock = as_datetime(as_of)
     report = CapacityReport(as_of=clock, horizon=horizon or cap.horizon, lookback=lookback or cap.lookback)

@@ -54,7 +54,18 @@ def l2_batch_posting(
     dry_run: bool = False,
     as_of: datetime | None = None,
 ) -> L2PostingReport:
-    """Post pending outbox operations of every configured chain (or only `chain`), exactly once."""
+    """Post pending outbox operations of every configured chain (or only `chain`), exactly once.
+
+    Args:
+        chain: post only this chain (default: every configured chain).
+        max_batch_ops: at most this many operations per batch (default: the chain's MAX_BATCH_OPS).
+        limit: at most this many operations per chain and run.
+        wait_seconds: how long to wait for confirmations before leaving batches to the next run.
+        stuck_after_seconds: replace a transaction unseen for this long at the same nonce.
+        bump_percent: fee increase of a replacement (nodes demand at least 10%).
+        dry_run: report what is pending, post nothing.
+        as_of: the run's clock (default now).
+    """
     options = PostOptions(
         limit=limit,
         max_batch_ops=max_batch_ops,

@@ -49,7 +49,12 @@ def configured_systems(settings: Settings) -> list[System]:
 def preflight(
     settings: Settings, systems: list[System] | None = None, as_of: datetime | None = None
 ) -> PreflightReport:
-    """Probe every configured system (or only `systems`) and report which answer."""
+    """Probe every configured system (or only `systems`) and report which answer.
+
+    Args:
+        systems: probe only these (default: every system the settings point at).
+        as_of: the run's clock (default now); a backfill sets it per partition.
+    """
     report = PreflightReport(as_of=as_of or utcnow())
     futures = []
     for system in systems or configured_systems(settings):

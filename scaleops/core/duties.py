@@ -26,7 +26,9 @@ import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from scaleops.core.redaction import protect, redacting
 from scaleops.core.reporting import (
@@ -62,6 +64,45 @@ class Duty:
 
 
 _REGISTRY: dict[str, Duty] = {}
+
+# Every duty takes `alert`: an alert trigger in prefect.yaml passes the alert event's payload, and the
+# run records who started it. Alert-started runs work on now: the alert's start is not their `as_of`.
+ALERT_PARAMETER = inspect.Parameter(
+    "alert",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        dict[str, Any] | None,
+        Field(description="set by alert triggers: the alert that started this run (recorded in its report)"),
+    ],
+)
+ALERT_FIELDS = ("alertname", "status", "startsAt", "fingerprint", "labels")
+
+
+def alert_context(alert: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a report keeps of the alert that started its run: name, status, start, fingerprint, labels."""
+    if not alert:
+        return None
+    kept = {k: alert[k] for k in ALERT_FIELDS if k in alert}
+    labels = alert.get("labels")
+    if "alertname" not in kept and isinstance(labels, dict) and "alertname" in labels:
+        kept["alertname"] = labels["alertname"]
+    return kept
+
+
+def documented_alert(docstring: str | None) -> str:
+    """The body's docstring with `alert` in its Google-style Args (Prefect shows them in the UI)."""
+    text = inspect.cleandoc(docstring or "")
+    line = "    alert: set by alert triggers: the alert that started this run (its report records it)."
+    return f"{text}\n{line}" if "\nArgs:\n" in text else f"{text}\n\nArgs:\n{line}"
+
+
+def current_backfill() -> str | None:
+    """The backfill id of the running flow run (its `backfill:<id>` tag), or None for a live run."""
+    from prefect.runtime import flow_run
+
+    tags = flow_run.tags or []
+    return next((t.split(":", 1)[1] for t in tags if t.startswith("backfill:")), None)
 
 
 def module_for(name: str) -> str:
@@ -107,17 +148,21 @@ def duty(
         first = next(iter(signature.parameters), None)
         if first != "settings":
             raise TypeError(f"duty {name}: the body's first parameter must be `settings`")
-        public = signature.replace(parameters=list(signature.parameters.values())[1:])
+        own = list(signature.parameters.values())[1:]
+        public = signature.replace(parameters=[*own, ALERT_PARAMETER])
 
         @functools.wraps(body)
         def run(*args: Any, **kwargs: Any) -> DutyReport:
             bound = public.bind(*args, **kwargs)
+            alert = bound.arguments.pop("alert", None)
             settings = load_settings()
             redactor = protect(settings.secrets())
             result = body(settings, *bound.args, **bound.kwargs)
             if not isinstance(result, report):
                 raise TypeError(f"duty {name} returned {type(result).__name__}, not {report.__name__}")
             result.duty = name
+            result.triggered_by = alert_context(alert)
+            result.backfill = current_backfill()
             result.finish()
             if result.status != "ok":
                 log = run_logger().warning if result.status == "warnings" else run_logger().error
@@ -138,6 +183,8 @@ def duty(
         run.__signature__ = public  # type: ignore[attr-defined]
         hints = typing.get_type_hints(body, include_extras=True)
         run.__annotations__ = {k: v for k, v in hints.items() if k != "settings"}
+        run.__annotations__["alert"] = ALERT_PARAMETER.annotation
+        run.__doc__ = documented_alert(body.__doc__)
         hook = failure_hook(namespace, name)
         made = flow(name=name, on_failure=[hook], on_crashed=[hook], **flow_options)(redacting(run))
         entrypoint = f"{body.__module__}:{body.__name__}"

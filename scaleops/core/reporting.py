@@ -64,6 +64,8 @@ class DutyReport(BaseModel):
     failed_steps: list[str] = Field(
         default_factory=list, description="steps that failed (could not check): the run ends Failed, exit 2"
     )
+    triggered_by: dict[str, Any] | None = Field(default=None, description="the alert that started this run")
+    backfill: str | None = Field(default=None, description="the backfill this run belongs to, if any")
 
     def problem(self, message: str, severity: Severity = "error") -> None:
         """Record a finding: an error makes the run not ok (it ends Failed, "Problems found"); a
@@ -233,9 +235,22 @@ def publish_report(
         table_key = artifact_key(report.duty, "table")
         create_table_artifact(table=redactor.data(list(table)), key=table_key, description=description)
 
-    event_name = f"scaleops.{namespace}.{outcome}"
+    # A backfilled run's events are history: they carry the backfill and a distinct name
+    # (`scaleops.<namespace>.backfill.<outcome>`), so automations that page on live outcomes ignore them.
+    event_name = f"scaleops.{namespace}.{'backfill.' if report.backfill else ''}{outcome}"
     resource = {"prefect.resource.id": resource_id, "scaleops.duty": report.duty, **(resource_labels or {})}
-    event = emit_event(event=event_name, resource=resource, payload=event_payload(report, redactor))
+    resource["scaleops.as_of"] = report.as_of.isoformat()
+    related = []
+    if report.backfill:
+        related.append(
+            {
+                "prefect.resource.id": f"scaleops.backfill.{report.backfill}",
+                "prefect.resource.role": "backfill",
+            }
+        )
+    event = emit_event(
+        event=event_name, resource=resource, related=related, payload=event_payload(report, redactor)
+    )
     flush_events()
     return {
         "artifact_key": key,

@@ -75,7 +75,11 @@ def test_deploy_all_on_a_fresh_server(fresh_prefect: str) -> None:
         assert dep["schedules"] and all(s["schedule"]["timezone"] for s in dep["schedules"])
         assert dep["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     automations = httpx.post(f"{fresh_prefect}/automations/filter", json={}, timeout=10).json()
-    assert {a["name"].split("__")[0] for a in automations} >= {"preflight"}
+    assert {a["name"] for a in automations} >= {
+        "preflight on ScaleopsTargetDown",
+        "backup-verification on BackupMissing|ReplicationLagHigh",
+        "backup-verification when no verified backup for 26h",
+    }
 
 
 def test_worker_restarts_when_the_sandbox_it_points_at_changed(fresh_sandbox: Sandbox) -> None:
@@ -108,14 +112,15 @@ def runs_of(api: str, dep_id: str, **flow_run_filter: Any) -> list[dict[str, Any
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 
 
-def triggered_runs(api: str, dep_id: str, as_of: str) -> list[dict[str, Any]]:
-    wanted = datetime.fromisoformat(as_of)
+def triggered_runs(api: str, dep_id: str, starts: str) -> list[dict[str, Any]]:
+    """Runs an automation started for the alert that started at `starts` (its `alert` parameter)."""
+    wanted = datetime.fromisoformat(starts)
     return [
         r
         for r in runs_of(api, dep_id)
         if (r.get("created_by") or {}).get("type") == "AUTOMATION"
-        and r["parameters"].get("as_of")
-        and datetime.fromisoformat(r["parameters"]["as_of"]) == wanted
+        and (r["parameters"].get("alert") or {}).get("startsAt")
+        and datetime.fromisoformat(r["parameters"]["alert"]["startsAt"]) == wanted
     ]
 
 
@@ -139,6 +144,24 @@ def test_alertmanager_alert_starts_the_mapped_deployment(deployed: dict[str, str
 
     run = wait_for(finished, 180, "the worker to finish the triggered run")
     assert run["state_type"] == "COMPLETED", run["state"]
+    # an alert-started run works on now (no as_of from the alert) and records the alert as its context
+    assert run["parameters"].get("as_of") is None
+    assert run["parameters"]["alert"]["alertname"] == "ScaleopsTargetDown"
+    body = {
+        "filter": {
+            "event": {"name": ["scaleops.preflight.passed", "scaleops.preflight.problems"]},
+            "related": {"id": [f"prefect.flow-run.{run_id}"]},
+        }
+    }
+    published = wait_for(
+        lambda: httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"], 30, "its event"
+    )
+    context = published[0]["payload"]["triggered_by"]
+    assert (
+        context["alertname"] == "ScaleopsTargetDown"
+        and context["labels"]["instance"] == alert["labels"]["instance"]
+    )
+    assert context["startsAt"] and context["fingerprint"]
 
 
 def test_a_repeated_alert_starts_no_second_run(deployed: dict[str, str]) -> None:

@@ -51,6 +51,10 @@ def test_deployment_is_complete(dep: dict[str, Any]) -> None:
     assert set(dep.get("parameters", {})) <= flow_parameters
     for trigger in dep.get("triggers", []):
         assert set(trigger.get("parameters", {})) <= flow_parameters
+        # automations are named after what they do, not <deployment>__automation_N
+        assert trigger["name"].startswith(f"{dep['name']} ") and trigger.get("description")
+        if "scaleops.alert.firing" in trigger.get("expect", []):  # alert runs work on now, with the alert
+            assert trigger["parameters"] == {"alert": "{{ event.payload }}"}
 
 
 def test_readme_documents_the_alert_mapping() -> None:
@@ -76,3 +80,11 @@ def test_example_configs_are_valid() -> None:
     assert rules.returncode == 0
     config = subprocess.run([amtool, "check-config", str(ROOT / "deployments/alertmanager/alertmanager.yml")])
     assert config.returncode == 0
+
+
+@pytest.mark.parametrize("name", sorted(all_duties()))
+def test_every_parameter_has_a_description_in_the_ui(name: str) -> None:
+    """Prefect's deployment form shows each parameter's description (the flow's Google-style Args)."""
+    properties = all_duties()[name].load().parameters.properties
+    undocumented = sorted(p for p, schema in properties.items() if not schema.get("description"))
+    assert not undocumented, f"{name}: add these to the flow docstring's Args: {undocumented}"
