@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -124,10 +125,12 @@ def dump_to_s3(
     target, env = libpq_target(conninfo, dbname)
     with snapshot(conninfo, dbname) as (conn, snapshot_id), tempfile.TemporaryFile() as errors:
         version = conn.execute("select current_setting('server_version')").fetchone()[0]
+        pg_dump = pg_tool("pg_dump")
+        check_pg_dump_version(pg_dump_version(pg_dump), str(version), path=pg_dump)
         tables = table_facts(conn)
         log.info("dumping %s: %d table(s), %d row(s)", dbname, len(tables), sum(t.rows for t in tables))
         proc = subprocess.Popen(
-            [pg_tool("pg_dump"), "-Fc", f"--snapshot={snapshot_id}", "--dbname", target],
+            [pg_dump, "-Fc", f"--snapshot={snapshot_id}", "--dbname", target],
             stdout=subprocess.PIPE,
             stderr=errors,
             env=env,
@@ -199,6 +202,36 @@ def pg_tool(name: str) -> str:
     if not path:
         raise FileNotFoundError(f"{name} not found: install the PostgreSQL client (postgresql-client)")
     return path
+
+
+def pg_major(version: str) -> tuple[int, ...]:
+    """The major version in `pg_dump --version` output or a server_version: "17.2" -> (17,),
+    "pg_dump (PostgreSQL) 15.10 (Debian 15.10-0+deb12u1)" -> (15,), "9.6.24" -> (9, 6)."""
+    match = re.search(r"(\d+)(?:\.(\d+))?", version)
+    if not match:
+        raise ValueError(f"not a PostgreSQL version: {version!r}")
+    first = int(match.group(1))
+    return (first, int(match.group(2) or 0)) if first < 10 else (first,)
+
+
+def check_pg_dump_version(client: str, server: str, *, path: str = "pg_dump") -> None:
+    """Raise PgDumpTooOld unless pg_dump's major version is at least the server's: an older pg_dump
+    refuses to dump a newer server, and finding that out at the start beats a failed upload."""
+    if pg_major(client) < pg_major(server):
+        wanted = ".".join(map(str, pg_major(server)))
+        raise PgDumpTooOld(
+            f"pg_dump is older than the server: {client.strip()} ({path}) cannot dump PostgreSQL {server};"
+            f" install postgresql-client-{wanted} (image build arg PG_MAJOR={wanted}, deployments/Dockerfile)"
+        )
+
+
+def pg_dump_version(path: str) -> str:
+    """`pg_dump --version`, e.g. "pg_dump (PostgreSQL) 17.2"."""
+    return subprocess.run([path, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+class PgDumpTooOld(DumpFailed):
+    """The installed pg_dump's major version is older than the server's."""
 
 
 def server_conninfo(settings: Settings, role: PostgresRole) -> str:
