@@ -166,11 +166,32 @@ create table archive_sources (
 );
 """
 
+ALERT_EMISSIONS = """
+-- the alert bridge: every alert event it emitted, so a repeat (Alertmanager's repeat_interval, a bridge
+-- or Prefect restart) is emitted once; 'claimed' rows whose request died go stale and are claimed again
+create table alert_emissions (
+    fingerprint text not null,
+    starts_at timestamptz not null,
+    status text not null check (status in ('firing', 'resolved')),
+    event_id uuid not null unique,
+    alertname text not null,
+    source text not null,
+    state text not null check (state in ('claimed', 'emitted')),
+    repeats integer not null default 0,
+    claimed_at timestamptz not null default now(),
+    emitted_at timestamptz,
+    last_seen_at timestamptz not null default now(),
+    primary key (fingerprint, starts_at, status)
+);
+create index alert_emissions_last_seen on alert_emissions (last_seen_at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
     Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
     Migration(3, "l2 outbox: namespace of its operation ids on chain", OUTBOX_NAMESPACE),
     Migration(4, "arweave archival: ledger of items, bundles and source watermarks", ARCHIVE_LEDGER),
+    Migration(5, "alert bridge: emitted alerts, for durable dedupe", ALERT_EMISSIONS),
 )
 
 

@@ -288,6 +288,20 @@ class AlertsSettings(Section):
     port: int = Field(default=9095, ge=1, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     url: str | None = Field(default=None, description="where senders reach the bridge (informational)")
+    max_depth: int = Field(default=32, ge=4, le=500, description="deepest JSON nesting a webhook may have")
+    max_labels: int = Field(
+        default=100, ge=1, le=490, description="labels per alert (Prefect allows 500 per event resource)"
+    )
+    max_label_bytes: int = Field(default=2048, ge=64, description="UTF-8 bytes of a label's name and value")
+    dedupe: bool = Field(
+        default=True,
+        description="keep emitted alerts in PostgreSQL (SCALEOPS_POSTGRES__DSN, table alert_emissions) "
+        "so that a repeat (fingerprint + start + status) is emitted once, across restarts",
+    )
+    dedupe_claim_seconds: float = Field(
+        default=60, gt=0, description="a claimed but unconfirmed emission may be claimed again after this"
+    )
+    dedupe_retention_days: float = Field(default=30, ge=1, description="forget alerts unseen this long")
 
 
 class AlertmanagerSettings(Section):

@@ -3,27 +3,37 @@
 Prefect's open-source server has no inbound webhooks, so `scaleops alerts serve` receives
 Alertmanager (webhook version 4) at `/alertmanager` and Grafana alerting at `/grafana`, and turns each
 alert into one event `scaleops.alert.firing` / `scaleops.alert.resolved` that deployment triggers in
-prefect.yaml match by `alertname`. The event id is derived from fingerprint, start time and status, so
-Alertmanager's repeats of the same alert start no second run (Prefect ignores a repeated event id).
+prefect.yaml match by `alertname`. The event id is derived from fingerprint, start time and status.
+Alertmanager repeats a still-firing alert (every `repeat_interval`, and after its own restarts); Prefect's
+seen-cache of event ids lasts 30 minutes and a restart, so the bridge keeps what it emitted in PostgreSQL
+(`alert_emissions`, keyed by fingerprint + start + status) and emits a repeat only once (`PostgresDedupe`).
 
 Contract: a bearer token is required unless started insecure (compared in constant time); bodies over
 the limit get 413; a body that is not valid JSON or not a valid payload gets 400 naming the field, never
-a 5xx; when Prefect's API is unreachable the answer is 503 so Alertmanager retries. `/metrics` counts
-received, emitted and rejected alerts in the Prometheus text format.
+a 5xx: nesting deeper than `max_depth`, NaN/Infinity (or a number too large for a float), a lone UTF-16
+surrogate, more than `max_labels` labels or a label over `max_label_bytes` are refused like any other bad
+field. Prefect refusing the events (a 4xx) is 422; Prefect unreachable is 503 so Alertmanager retries.
+When the dedupe store is unreachable the bridge still emits (a missed alert is worse than a repeated
+one; Prefect's own seen-cache still applies) and counts it. `/metrics` counts received, emitted,
+deduplicated and rejected alerts in the Prometheus text format.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -34,12 +44,87 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+if TYPE_CHECKING:
+    from scaleops.core.settings import Settings
+
 log = logging.getLogger("scaleops.alerts")
 
 EVENT_NAMESPACE = uuid.UUID("5b0b7a52-6f0e-4d55-9a59-3c3b8b7f2a11")
 DEFAULT_MAX_BODY = 1024 * 1024
 Source = Literal["alertmanager", "grafana"]
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+MAX_FIELD_CHARS = 8192  # webhook-level strings copied into every event (receiver, groupKey, externalURL)
+
+
+@dataclass(frozen=True)
+class PayloadLimits:
+    """What a webhook may contain beyond its schema (SCALEOPS_ALERTS__MAX_*)."""
+
+    max_depth: int = 32
+    max_labels: int = 100
+    max_label_bytes: int = 2048
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PayloadLimits:
+        alerts = settings.alerts
+        return cls(alerts.max_depth, alerts.max_labels, alerts.max_label_bytes)
+
+
+class PayloadError(ValueError):
+    """A webhook the bridge refuses (400); the message starts with the field it names."""
+
+
+def _where(path: list[str | int]) -> str:
+    return ".".join(str(p)[:64] for p in path) or "body"
+
+
+def parse_body(body: bytes, limits: PayloadLimits) -> Any:
+    """JSON -> data, refusing what JSON (RFC 8259) or Prefect cannot carry, naming where it is."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise PayloadError(f"body: nested deeper than {limits.max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise PayloadError("body is not valid JSON") from None
+    check_json(data, limits)
+    return data
+
+
+def check_json(data: Any, limits: PayloadLimits) -> None:
+    """Walk parsed JSON (iteratively: no recursion limit to hit) for depth, non-finite numbers and lone
+    surrogates (which UTF-8 cannot encode: the event would never reach Prefect)."""
+    stack: list[tuple[Any, list[str | int]]] = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > limits.max_depth:
+            raise PayloadError(f"{_where(path[: limits.max_depth])}: nested deeper than {limits.max_depth}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PayloadError(f"{_where(path)}: {value} is not a JSON number (NaN/Infinity or too large)")
+        if isinstance(value, str) and SURROGATE.search(value):
+            raise PayloadError(f"{_where(path)}: a lone UTF-16 surrogate is not valid Unicode")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if SURROGATE.search(key):
+                    raise PayloadError(f"{_where(path)}: a key holds a lone UTF-16 surrogate")
+                stack.append((item, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, i]) for i, item in enumerate(value))
+
+
+def check_labels(webhook: AlertmanagerWebhook | GrafanaWebhook, limits: PayloadLimits) -> None:
+    """Label count and size: Prefect refuses a resource with more than 500 labels."""
+    for i, alert in enumerate(webhook.alerts):
+        if len(alert.labels) > limits.max_labels:
+            raise PayloadError(
+                f"alerts.{i}.labels: {len(alert.labels)} labels, more than {limits.max_labels}"
+            )
+        for name, value in alert.labels.items():
+            size = len(name.encode()) + len(value.encode())
+            if size > limits.max_label_bytes:
+                raise PayloadError(
+                    f"alerts.{i}.labels.{name[:64]}: {size} bytes, more than {limits.max_label_bytes}"
+                )
 
 
 # ------------------------------------------------------------------------------------------------ payloads
@@ -88,13 +173,13 @@ class AlertmanagerWebhook(BaseModel):
 
     version: Literal["4"]
     status: Literal["firing", "resolved"]
-    receiver: str = ""
-    groupKey: str = ""  # noqa: N815
+    receiver: str = Field(default="", max_length=MAX_FIELD_CHARS)
+    groupKey: str = Field(default="", max_length=MAX_FIELD_CHARS)  # noqa: N815
     truncatedAlerts: int = 0  # noqa: N815
     groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
     commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
     commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    externalURL: str = ""  # noqa: N815
+    externalURL: str = Field(default="", max_length=MAX_FIELD_CHARS)  # noqa: N815
     alerts: list[Alert] = Field(min_length=1, max_length=10_000)
 
 
@@ -103,11 +188,11 @@ class GrafanaWebhook(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    receiver: str = ""
+    receiver: str = Field(default="", max_length=MAX_FIELD_CHARS)
     status: Literal["firing", "resolved"]
     orgId: int | None = None  # noqa: N815
-    groupKey: str = ""  # noqa: N815
-    externalURL: str = ""  # noqa: N815
+    groupKey: str = Field(default="", max_length=MAX_FIELD_CHARS)  # noqa: N815
+    externalURL: str = Field(default="", max_length=MAX_FIELD_CHARS)  # noqa: N815
     title: str = ""
     alerts: list[Alert] = Field(min_length=1, max_length=10_000)
 
@@ -129,7 +214,10 @@ def alert_event(
         "alertname": alertname,
         "severity": alert.labels.get("severity", "none"),
     }
-    payload: dict[str, Any] = {
+    payload: dict[str, Any] = {  # what an alert trigger hands its run as `alert` (the run's context)
+        "alertname": alertname,
+        "fingerprint": alert.key(),
+        "labels": dict(alert.labels),
         "source": source,
         "status": alert.status,
         "annotations": alert.annotations,
@@ -166,6 +254,10 @@ class PrefectUnavailable(RuntimeError):
     """Prefect's API did not take the events: the sender should retry later."""
 
 
+class PrefectRefused(ValueError):
+    """Prefect's API refused the events as invalid (400/413/422): retrying the same payload cannot help."""
+
+
 class EventSink:
     """Posts events to Prefect's `POST /api/events` (one request per webhook)."""
 
@@ -178,9 +270,12 @@ class EventSink:
             response = await self.client.post(f"{self.api_url}/events", json=events)
         except httpx.HTTPError as exc:
             raise PrefectUnavailable(f"Prefect API unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code in (400, 413, 422):
+            raise PrefectRefused(
+                f"Prefect refused the events (HTTP {response.status_code}): {response.text[:300]}"
+            )
+        if response.status_code >= 400:  # 5xx, 429, and 401/403/404 (the bridge's own setup): retry later
             raise PrefectUnavailable(f"Prefect API answered {response.status_code}")
-        response.raise_for_status()
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -201,6 +296,167 @@ class BridgeMetrics:
         self.rejected = Counter(
             "scaleops_alerts_rejected", "Webhooks rejected", ["source", "reason"], registry=self.registry
         )
+        self.deduplicated = Counter(
+            "scaleops_alerts_deduplicated",
+            "Repeats of an alert already emitted (not emitted again)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.dedupe_errors = Counter(
+            "scaleops_alerts_dedupe_errors",
+            "Dedupe store unreachable: alerts emitted without the durable check",
+            registry=self.registry,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ dedupe
+@dataclass(frozen=True)
+class Emission:
+    """What identifies one emitted alert event: fingerprint + start + status (and its event id)."""
+
+    event_id: str
+    fingerprint: str
+    starts_at: datetime
+    status: str
+    alertname: str
+
+    @classmethod
+    def of(cls, alert: Alert) -> Emission:
+        return cls(event_id(alert), alert.key(), alert.startsAt, alert.status, alert.labels["alertname"])
+
+
+class Dedupe(Protocol):
+    """Which events were already emitted. `claim` returns the ids to emit now; after sending, `confirm`
+    them, or `release` them when sending failed (so the sender's retry emits them)."""
+
+    async def start(self) -> None: ...
+    async def claim(self, emissions: list[Emission], source: str) -> set[str]: ...
+    async def confirm(self, ids: list[str]) -> None: ...
+    async def release(self, ids: list[str]) -> None: ...
+    async def close(self) -> None: ...
+
+
+class NoDedupe:
+    """Emit everything (Prefect's in-memory seen-cache is the only dedupe)."""
+
+    async def start(self) -> None:
+        return None
+
+    async def claim(self, emissions: list[Emission], source: str) -> set[str]:
+        return {e.event_id for e in emissions}
+
+    async def confirm(self, ids: list[str]) -> None:
+        return None
+
+    async def release(self, ids: list[str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+_CLAIM = """
+insert into alert_emissions as e (fingerprint, starts_at, status, event_id, alertname, source, state)
+select f, s, st, id, n, %(src)s::text, 'claimed'
+from unnest(%(f)s::text[], %(s)s::timestamptz[], %(st)s::text[], %(id)s::uuid[], %(n)s::text[])
+    as t(f, s, st, id, n)
+on conflict (fingerprint, starts_at, status) do update
+    set state = 'claimed', claimed_at = now(), last_seen_at = now(), event_id = excluded.event_id
+    where e.state = 'claimed' and e.claimed_at < now() - make_interval(secs => %(stale)s)
+returning event_id::text
+"""
+
+
+class PostgresDedupe:
+    """Durable dedupe in PostgreSQL (`alert_emissions`, migration in scaleops.core.migrations).
+
+    A claim inserts (fingerprint, start, status) as 'claimed'; only the inserting request emits it. A
+    claim whose request died before confirming goes stale after `claim_seconds` and may be claimed again,
+    so a crash between claim and send loses no alert for good. Rows unseen for `retention_days` go."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        claim_seconds: float = 60,
+        retention_days: float = 30,
+        timeout: float = 2.0,
+        migrate: bool = True,
+    ):
+        from psycopg_pool import AsyncConnectionPool
+
+        self.dsn, self.claim_seconds, self.retention_days = dsn, claim_seconds, retention_days
+        self.migrate = migrate
+        self.pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=4,
+            timeout=timeout,
+            open=False,
+            kwargs={"application_name": "scaleops-alert-bridge", "connect_timeout": max(1, int(timeout))},
+        )
+        self._pruned_at = 0.0
+
+    async def start(self) -> None:
+        if self.migrate:
+            try:
+                await asyncio.to_thread(self._migrate)
+            except Exception as exc:  # fail open: the bridge still emits, and says why it cannot dedupe
+                log.warning("alert dedupe: could not migrate the schema (%s): %s", type(exc).__name__, exc)
+        await self.pool.open(wait=False)
+
+    def _migrate(self) -> None:
+        import psycopg
+
+        from scaleops.core.migrations import migrate
+
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+            migrate(conn)
+
+    async def claim(self, emissions: list[Emission], source: str) -> set[str]:
+        params = {
+            "f": [e.fingerprint for e in emissions],
+            "s": [e.starts_at for e in emissions],
+            "st": [e.status for e in emissions],
+            "id": [e.event_id for e in emissions],
+            "n": [e.alertname for e in emissions],
+            "src": source,
+            "stale": self.claim_seconds,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_CLAIM, params)
+            fresh = {str(r[0]) for r in await cursor.fetchall()}
+            repeats = [e.event_id for e in emissions if e.event_id not in fresh]
+            if repeats:
+                await conn.execute(
+                    "update alert_emissions set repeats = repeats + 1, last_seen_at = now()"
+                    " where event_id = any(%s::uuid[])",
+                    (repeats,),
+                )
+            if time.monotonic() - self._pruned_at > 3600:
+                self._pruned_at = time.monotonic()
+                await conn.execute(
+                    "delete from alert_emissions where last_seen_at < now() - make_interval(days => %s)",
+                    (int(self.retention_days),),
+                )
+        return fresh
+
+    async def confirm(self, ids: list[str]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "update alert_emissions set state = 'emitted', emitted_at = now()"
+                " where event_id = any(%s::uuid[])",
+                (ids,),
+            )
+
+    async def release(self, ids: list[str]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "delete from alert_emissions where event_id = any(%s::uuid[]) and state = 'claimed'", (ids,)
+            )
+
+    async def close(self) -> None:
+        await self.pool.close()
 
 
 def create_app(
@@ -209,9 +465,13 @@ def create_app(
     token: str | None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     metrics: BridgeMetrics | None = None,
+    limits: PayloadLimits | None = None,
+    dedupe: Dedupe | None = None,
 ) -> Starlette:
     """The ASGI app. `token=None` means insecure (no authentication): only with an explicit flag."""
     stats = metrics or BridgeMetrics()
+    bounds = limits or PayloadLimits()
+    store: Dedupe = dedupe or NoDedupe()
     expected = f"Bearer {token}".encode() if token else None
 
     def reject(source: str, reason: str, status: int, message: str) -> JSONResponse:
@@ -240,31 +500,80 @@ def create_app(
             if body is None:
                 return reject(source, "too_large", 413, f"body larger than {max_body_bytes} bytes")
             try:
-                data = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return reject(source, "invalid_json", 400, "body is not valid JSON")
+                data = parse_body(body, bounds)
+            except PayloadError as exc:
+                reason = "invalid_json" if str(exc).startswith("body is not") else "invalid_payload"
+                return reject(source, reason, 400, str(exc))
             try:
                 webhook = model.model_validate(data)
+                check_labels(webhook, bounds)
+                events = [alert_event(alert, source, webhook) for alert in webhook.alerts]
             except ValidationError as exc:
                 return reject(source, "invalid_payload", 400, describe_validation_error(exc))
+            except PayloadError as exc:
+                return reject(source, "invalid_payload", 400, str(exc))
+            except Exception as exc:  # a payload no rule foresaw: refuse it (a 5xx is retried for ever)
+                log.exception("alert bridge: unexpected error on a %s payload", source)
+                return reject(
+                    source, "invalid_payload", 400, f"body: could not be processed ({type(exc).__name__})"
+                )
             stats.received.labels(source=source).inc(len(webhook.alerts))
-            events = [alert_event(alert, source, webhook) for alert in webhook.alerts]
-            try:
-                await sink.send(events)
-            except PrefectUnavailable as exc:
-                stats.rejected.labels(source=source, reason="prefect_unavailable").inc()
-                log.warning("%s; answering 503 so the sender retries", exc)
-                return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "10"})
-            for event in events:
-                stats.emitted.labels(source=source, status=event["payload"]["status"]).inc()
-            return JSONResponse({"events": [e["id"] for e in events]}, status_code=202)
+            return await emit(source, webhook, events)
 
         return handle
 
+    async def emit(
+        source: Source, webhook: AlertmanagerWebhook | GrafanaWebhook, events: list[dict[str, Any]]
+    ) -> Response:
+        unique: dict[str, tuple[Emission, dict[str, Any]]] = {}
+        for alert, event in zip(webhook.alerts, events, strict=True):
+            unique.setdefault(event["id"], (Emission.of(alert), event))
+        claimed: set[str] = set()  # ids this request holds in the store (released if sending fails)
+        try:
+            fresh = claimed = await store.claim([emission for emission, _ in unique.values()], source)
+        except Exception as exc:  # fail open: a missed alert is worse than a repeated one
+            stats.dedupe_errors.inc()
+            log.warning("alert dedupe unavailable (%s: %s); emitting without it", type(exc).__name__, exc)
+            fresh = set(unique)
+        to_send = [event for event_id, (_, event) in unique.items() if event_id in fresh]
+        if len(to_send) < len(unique):
+            stats.deduplicated.labels(source=source).inc(len(unique) - len(to_send))
+        try:
+            if to_send:
+                await sink.send(to_send)
+        except PrefectRefused as exc:
+            await release(list(claimed))
+            stats.rejected.labels(source=source, reason="prefect_refused").inc()
+            log.warning("%s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        except Exception as exc:
+            await release(list(claimed))
+            stats.rejected.labels(source=source, reason="prefect_unavailable").inc()
+            message = (
+                str(exc) if isinstance(exc, PrefectUnavailable) else f"Prefect API: {type(exc).__name__}"
+            )
+            log.warning("%s; answering 503 so the sender retries", message)
+            return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "10"})
+        if to_send:
+            with contextlib.suppress(Exception):  # not confirmed: the claim goes stale, a repeat re-emits
+                await store.confirm([e["id"] for e in to_send])
+        for event in to_send:
+            stats.emitted.labels(source=source, status=event["payload"]["status"]).inc()
+        return JSONResponse({"events": [e["id"] for e in events]}, status_code=202)
+
+    async def release(ids: list[str]) -> None:
+        if ids:
+            with contextlib.suppress(Exception):  # not released: the claim goes stale after claim_seconds
+                await store.release(ids)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await sink.close()
+        await store.start()
+        try:
+            yield
+        finally:
+            await sink.close()
+            await store.close()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -283,11 +592,39 @@ def create_app(
     )
 
 
+def dedupe_from_settings(settings: Settings) -> Dedupe:
+    """PostgresDedupe on the primary (SCALEOPS_POSTGRES__DSN) unless SCALEOPS_ALERTS__DEDUPE=false."""
+    if not settings.alerts.dedupe:
+        return NoDedupe()
+    from scaleops.core.clients import postgres_dsn
+
+    return PostgresDedupe(
+        postgres_dsn(settings),
+        claim_seconds=settings.alerts.dedupe_claim_seconds,
+        retention_days=settings.alerts.dedupe_retention_days,
+    )
+
+
 def serve(
-    *, host: str, port: int, api_url: str, token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY
+    *,
+    host: str,
+    port: int,
+    api_url: str,
+    token: str | None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    settings: Settings | None = None,
 ) -> None:
-    """Run the bridge until interrupted."""
+    """Run the bridge until interrupted (payload limits and dedupe from `settings`, loaded if not given)."""
     import uvicorn
 
-    app = create_app(EventSink(api_url), token=token, max_body_bytes=max_body_bytes)
+    from scaleops.core.settings import load_settings
+
+    settings = settings or load_settings()
+    app = create_app(
+        EventSink(api_url),
+        token=token,
+        max_body_bytes=max_body_bytes,
+        limits=PayloadLimits.from_settings(settings),
+        dedupe=dedupe_from_settings(settings),
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

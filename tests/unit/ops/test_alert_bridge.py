@@ -216,3 +216,319 @@ def test_event_id_is_stable() -> None:
 
     alert = Alert.model_validate(ALERTMANAGER["alerts"][0])
     assert event_id(alert) == event_id(Alert.model_validate(copy.deepcopy(ALERTMANAGER["alerts"][0])))
+
+
+# ------------------------------------------------------------------------- issue 18.3: poison payloads
+def prefect_events_api(request: Any) -> Any:
+    """`POST /api/events` as Prefect's server answers it: 422 for an event its model refuses."""
+    import httpx
+    from prefect.server.events.schemas.events import Event
+    from pydantic import ValidationError
+
+    try:
+        for event in json.loads(request.content):
+            Event.model_validate(event)
+    except ValidationError as exc:
+        return httpx.Response(422, json={"detail": str(exc)[:200]})
+    return httpx.Response(204)
+
+
+def prefect_like_sink() -> Any:
+    """The real EventSink (httpx encodes the JSON: NaN or a lone surrogate fails there) over a transport
+    that validates like Prefect's server (more than 500 labels: 422)."""
+    import httpx
+
+    from scaleops.ops.alert_bridge import EventSink
+
+    sink = EventSink("http://prefect.invalid/api")
+    sink.client = httpx.AsyncClient(transport=httpx.MockTransport(prefect_events_api))
+    return sink
+
+
+# Each of these answered 500 (and Alertmanager retries a 5xx for ever): now a 400 naming the field.
+def _deep(levels: int) -> bytes:
+    return (
+        b'{"version": "4", "status": "firing", "alerts": [{"values": '
+        + b"[" * levels
+        + b"]" * levels
+        + b"}]}"
+    )
+
+
+def _with(mutate: Any) -> bytes:
+    payload = copy.deepcopy(ALERTMANAGER)
+    mutate(payload)
+    return json.dumps(payload).encode()
+
+
+POISON = {
+    "nesting 10k deep": (_deep(10_000), "body: nested deeper than"),
+    "nesting 100 deep": (_deep(100), "alerts.0.values."),
+    "NaN": (_with(lambda p: p["alerts"][0].update(values={"B": float("nan")})), "alerts.0.values.B"),
+    "Infinity": (_with(lambda p: p["alerts"][0].update(values={"B": float("inf")})), "alerts.0.values.B"),
+    "-Infinity": (_with(lambda p: p.update(truncatedAlerts=float("-inf"))), "truncatedAlerts"),
+    "1e400": (
+        json.dumps(ALERTMANAGER).replace('"truncatedAlerts": 0', '"truncatedAlerts": 1e400').encode(),
+        "truncatedAlerts",
+    ),
+    "lone surrogate in a label": (
+        json.dumps(ALERTMANAGER).replace('"database": "app"', '"database": "\\ud800"').encode(),
+        "alerts.0.labels.database",
+    ),
+    "lone surrogate in a key": (
+        json.dumps(ALERTMANAGER).replace('"summary": "no backup', '"\\udfff": "no backup', 1).encode(),
+        "commonAnnotations",
+    ),
+    "600 labels": (
+        _with(lambda p: p["alerts"][0]["labels"].update({f"l{i}": "x" for i in range(600)})),
+        "alerts.0.labels: 603 labels",
+    ),
+    "a 10 kB label": (
+        _with(lambda p: p["alerts"][0]["labels"].update(database="x" * 10_000)),
+        "alerts.0.labels.database",
+    ),
+    "a 100 kB groupKey": (_with(lambda p: p.update(groupKey="k" * 100_000)), "groupKey"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POISON))
+@pytest.mark.parametrize("path", ["/alertmanager", "/grafana"])
+def test_poison_payload_is_400_naming_the_field(sink: RecordingSink, name: str, path: str) -> None:
+    client = TestClient(create_app(sink, token=TOKEN))  # type: ignore[arg-type]  # default 1 MiB limit
+    body, field = POISON[name]
+    if path == "/grafana":
+        body = body.replace(b'"version": "4", ', b"")
+    response = client.post(path, content=body, headers=AUTH)
+    assert response.status_code == 400, (name, response.text)
+    if path == "/alertmanager":
+        assert response.json()["error"].startswith(field), response.json()
+    # the connection and the bridge are fine afterwards
+    assert client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH).status_code == 202
+
+
+def test_limits_are_settings(sink: RecordingSink) -> None:
+    from scaleops.ops.alert_bridge import PayloadLimits
+
+    tight = PayloadLimits(max_depth=4, max_labels=3, max_label_bytes=64)
+    client = TestClient(create_app(sink, token=TOKEN, limits=tight))  # type: ignore[arg-type]
+    # the sample alert has 3 labels and nests 4 deep (alerts.0.labels.database): just inside
+    assert client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH).status_code == 202
+    cases = {
+        "alerts.0.labels: 4 labels, more than 3": lambda p: p["alerts"][0]["labels"].update(x="1"),
+        "alerts.0.labels.database: 68 bytes": lambda p: p["alerts"][0]["labels"].update(database="d" * 60),
+        "alerts.0.values.B: nested deeper than 4": lambda p: p["alerts"][0].update(values={"B": [1]}),
+    }
+    for error, mutate in cases.items():
+        response = client.post("/alertmanager", content=_with(mutate), headers=AUTH)
+        assert response.status_code == 400 and response.json()["error"].startswith(error), response.text
+
+
+def test_limits_come_from_the_alerts_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scaleops.core.settings import ConfigError, load_settings
+    from scaleops.ops.alert_bridge import PayloadLimits
+
+    monkeypatch.setenv("SCALEOPS_ALERTS__MAX_LABELS", "7")
+    monkeypatch.setenv("SCALEOPS_ALERTS__MAX_DEPTH", "9")
+    monkeypatch.setenv("SCALEOPS_ALERTS__MAX_LABEL_BYTES", "100")
+    assert PayloadLimits.from_settings(load_settings()) == PayloadLimits(9, 7, 100)
+    monkeypatch.setenv("SCALEOPS_ALERTS__MAX_LABELS", "501")  # Prefect refuses > 500 labels anyway
+    with pytest.raises(ConfigError, match="SCALEOPS_ALERTS__MAX_LABELS"):
+        load_settings()
+
+
+class RefusingSink(RecordingSink):
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        from scaleops.ops.alert_bridge import PrefectRefused
+
+        raise PrefectRefused("Prefect refused the events (HTTP 422): too many labels")
+
+
+def test_prefect_refusing_the_events_is_422_not_500() -> None:
+    client = TestClient(create_app(RefusingSink(), token=TOKEN))  # type: ignore[arg-type]
+    response = client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH)
+    assert response.status_code == 422 and "refused" in response.json()["error"]
+
+
+class BrokenSink(RecordingSink):
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        raise RuntimeError("an unforeseen bug in sending")
+
+
+def test_an_unforeseen_send_error_is_503_so_the_sender_retries() -> None:
+    client = TestClient(create_app(BrokenSink(), token=TOKEN))  # type: ignore[arg-type]
+    response = client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH)
+    assert response.status_code == 503 and response.json()["error"] == "Prefect API: RuntimeError"
+
+
+def test_event_sink_maps_prefect_answers() -> None:
+    import asyncio
+
+    import httpx
+
+    from scaleops.ops.alert_bridge import EventSink, PrefectRefused, PrefectUnavailable
+
+    def sink_answering(status: int) -> EventSink:
+        sink = EventSink("http://prefect.invalid/api")
+        sink.client = httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda request: httpx.Response(status, text="detail"))
+        )
+        return sink
+
+    for status, expected in [
+        (422, PrefectRefused),
+        (413, PrefectRefused),
+        (500, PrefectUnavailable),
+        (429, PrefectUnavailable),
+        (401, PrefectUnavailable),
+    ]:
+        with pytest.raises(expected):
+            asyncio.run(sink_answering(status).send([{"id": "x"}]))
+    asyncio.run(sink_answering(204).send([{"id": "x"}]))
+
+
+@pytest.fixture
+def prefect_client() -> TestClient:
+    return TestClient(create_app(prefect_like_sink(), token=TOKEN))
+
+
+# A valid payload with one field replaced by any JSON value (NaN, Infinity, surrogates, deep nesting,
+# huge numbers included): whatever it is, the answer is 202 or a 4xx, never a 5xx.
+nasty_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**310)
+    | st.floats()  # NaN and +-Infinity too
+    | st.text(max_size=20)
+    | st.sampled_from(["\ud800", "a\udfffb", "0001-01-01T00:00:00Z", "2026-11-26T10:00:00Z", "firing"])
+)
+nasty_values = st.recursive(
+    nasty_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+) | st.integers(min_value=1, max_value=3000).map(
+    lambda n: {"deep": json.loads("[" * min(n, 900) + "]" * min(n, 900))}
+)
+FIELDS = [
+    ("version",),
+    ("status",),
+    ("groupKey",),
+    ("truncatedAlerts",),
+    ("commonLabels",),
+    ("alerts",),
+    ("alerts", 0),
+    ("alerts", 0, "labels"),
+    ("alerts", 0, "labels", "database"),
+    ("alerts", 0, "values"),
+    ("alerts", 0, "startsAt"),
+    ("alerts", 0, "endsAt"),
+    ("alerts", 0, "fingerprint"),
+    ("alerts", 0, "status"),
+    ("alerts", 0, "annotations", "summary"),
+]
+
+
+def _encode(payload: Any) -> bytes:
+    """JSON as a sender might write it: NaN/Infinity literals, lone surrogates as \\u escapes."""
+    return json.dumps(payload, allow_nan=True, ensure_ascii=True).encode()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(
+    path=st.sampled_from(["/alertmanager", "/grafana"]),
+    field=st.sampled_from(FIELDS),
+    value=nasty_values,
+    many_labels=st.integers(min_value=0, max_value=700),
+)
+def test_property_never_a_5xx(
+    prefect_client: TestClient, path: str, field: tuple[Any, ...], value: Any, many_labels: int
+) -> None:
+    payload = copy.deepcopy(ALERTMANAGER if path == "/alertmanager" else GRAFANA)
+    payload["alerts"][0]["labels"].update({f"extra_{i}": "v" for i in range(many_labels)})
+    target: Any = payload
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    response = prefect_client.post(path, content=_encode(payload), headers=AUTH)
+    # never a 5xx; and with the bridge's own limits Prefect never has to refuse (422) either
+    assert response.status_code in (202, 400), response.text
+    if response.status_code == 400:  # the error starts with the field it names
+        error = response.json()["error"]
+        named = error.split(":")[0].split(".")[0].split(" ")[0]
+        assert named in {*payload, "body"}, error
+
+
+# ------------------------------------------------------------------------- issue 18.2: durable dedupe
+class MemoryDedupe:
+    """The Dedupe protocol in memory (the PostgreSQL one is tested against the sandbox)."""
+
+    def __init__(self, down: bool = False):
+        self.emitted: set[str] = set()
+        self.claimed: set[str] = set()
+        self.down = down
+
+    async def start(self) -> None:
+        return None
+
+    async def claim(self, emissions: list[Any], source: str) -> set[str]:
+        if self.down:
+            raise ConnectionError("dedupe store unreachable")
+        fresh = {e.event_id for e in emissions} - self.emitted - self.claimed
+        self.claimed |= fresh
+        return fresh
+
+    async def confirm(self, ids: list[str]) -> None:
+        self.emitted |= set(ids)
+        self.claimed -= set(ids)
+
+    async def release(self, ids: list[str]) -> None:
+        self.claimed -= set(ids)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_repeat_is_emitted_once_and_answered_like_the_first(sink: RecordingSink) -> None:
+    metrics = BridgeMetrics()
+    client = TestClient(create_app(sink, token=TOKEN, dedupe=MemoryDedupe(), metrics=metrics))  # type: ignore[arg-type]
+    first = client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH)
+    second = client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()  # Alertmanager sees the same answer
+    assert len(sink.batches) == 1
+    resolved = copy.deepcopy(ALERTMANAGER)
+    resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
+    assert client.post("/alertmanager", json=resolved, headers=AUTH).status_code == 202
+    assert len(sink.batches) == 2  # a new status is a new emission
+    text = client.get("/metrics").text
+    assert 'scaleops_alerts_deduplicated_total{source="alertmanager"} 1.0' in text
+
+
+def test_the_same_alert_twice_in_one_webhook_is_one_event(sink: RecordingSink) -> None:
+    client = TestClient(create_app(sink, token=TOKEN, dedupe=MemoryDedupe()))  # type: ignore[arg-type]
+    doubled = copy.deepcopy(ALERTMANAGER)
+    doubled["alerts"] = doubled["alerts"] * 2
+    assert client.post("/alertmanager", json=doubled, headers=AUTH).status_code == 202
+    assert len(sink.batches[0]) == 1
+
+
+def test_a_failed_send_releases_the_claim_so_the_retry_emits() -> None:
+    store, failing = MemoryDedupe(), RecordingSink(fail=True)
+    down = TestClient(create_app(failing, token=TOKEN, dedupe=store))  # type: ignore[arg-type]
+    assert down.post("/alertmanager", json=ALERTMANAGER, headers=AUTH).status_code == 503
+    assert store.claimed == set() and store.emitted == set()
+    working = RecordingSink()
+    up = TestClient(create_app(working, token=TOKEN, dedupe=store))  # type: ignore[arg-type]
+    assert up.post("/alertmanager", json=ALERTMANAGER, headers=AUTH).status_code == 202
+    assert len(working.batches) == 1
+
+
+def test_an_unreachable_dedupe_store_still_emits(sink: RecordingSink) -> None:
+    metrics = BridgeMetrics()
+    store = MemoryDedupe(down=True)
+    client = TestClient(create_app(sink, token=TOKEN, dedupe=store, metrics=metrics))  # type: ignore[arg-type]
+    assert client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH).status_code == 202
+    assert len(sink.batches) == 1  # a missed alert is worse than a repeated one
+    assert "scaleops_alerts_dedupe_errors_total 1.0" in client.get("/metrics").text

@@ -1,0 +1,192 @@
+"""The alert bridge's durable dedupe against the sandbox's PostgreSQL: a repeat is emitted once, across
+a bridge restart, under concurrent identical webhooks, and a claim left by a crashed request goes stale."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from scaleops.ops.alert_bridge import (
+    BridgeMetrics,
+    Emission,
+    PostgresDedupe,
+    PrefectUnavailable,
+    create_app,
+)
+
+TOKEN = "dedupe-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def webhook(fingerprint: str, status: str = "firing", starts: str = "2026-11-26T10:00:00Z") -> dict[str, Any]:
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "scaleops",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": "BackupMissing", "database": "app"},
+                "startsAt": starts,
+                "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T12:00:00Z",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
+
+
+class RecordingSink:
+    def __init__(self, fail: bool = False) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.fail = fail
+
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        if self.fail:
+            raise PrefectUnavailable("Prefect API unreachable: ConnectError")
+        await asyncio.sleep(0.01)  # a real round trip: lets concurrent requests overlap
+        self.events.extend(events)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def dedupe_dsn(sandbox_env: dict[str, str]) -> Iterator[str]:
+    """A scratch database on the sandbox's primary (the bridge migrates it on start); dropped after."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
+    name = f"alerttest_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    yield make_conninfo(**{**conninfo_to_dict(base), "dbname": name})
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+
+
+def rows(dsn: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "select fingerprint, starts_at, status, state, repeats from alert_emissions order by status"
+        ).fetchall()
+
+
+def bridge(sink: RecordingSink, dsn: str, **kwargs: Any) -> TestClient:
+    """A bridge process: entering the client runs its start-up (migrate, open the pool)."""
+    app = create_app(sink, token=TOKEN, dedupe=PostgresDedupe(dsn, **kwargs), metrics=BridgeMetrics())  # type: ignore[arg-type]
+    return TestClient(app)
+
+
+def test_a_repeat_is_emitted_once_across_a_bridge_restart(dedupe_dsn: str) -> None:
+    fingerprint = uuid.uuid4().hex[:16]
+    sink = RecordingSink()
+    with bridge(sink, dedupe_dsn) as first:
+        answer = first.post("/alertmanager", json=webhook(fingerprint), headers=AUTH)
+        assert answer.status_code == 202
+        assert first.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).json() == answer.json()
+    assert len(sink.events) == 1
+    # the bridge restarts (and Prefect's 30-minute seen-cache would be gone too): Alertmanager repeats
+    with bridge(sink, dedupe_dsn) as second:
+        again = second.post("/alertmanager", json=webhook(fingerprint), headers=AUTH)
+        assert again.status_code == 202 and again.json() == answer.json()
+        assert len(sink.events) == 1, "a repeat after a restart was emitted again"
+        assert 'scaleops_alerts_deduplicated_total{source="alertmanager"} 1.0' in second.get("/metrics").text
+        # resolution is a new status: emitted once; a new start (the alert fired again) is a new alert
+        assert (
+            second.post("/alertmanager", json=webhook(fingerprint, "resolved"), headers=AUTH).status_code
+            == 202
+        )
+        refired = webhook(fingerprint, starts="2026-11-27T10:00:00Z")
+        assert second.post("/alertmanager", json=refired, headers=AUTH).status_code == 202
+    assert [e["event"] for e in sink.events] == [
+        "scaleops.alert.firing",
+        "scaleops.alert.resolved",
+        "scaleops.alert.firing",
+    ]
+    stored = rows(dedupe_dsn)
+    assert len(stored) == 3 and {r[3] for r in stored} == {"emitted"}
+    assert sorted(r[4] for r in stored) == [0, 0, 2]  # the first firing was repeated twice
+
+
+def test_concurrent_identical_webhooks_emit_once(dedupe_dsn: str) -> None:
+    fingerprint = uuid.uuid4().hex[:16]
+    sink = RecordingSink()
+    app = create_app(sink, token=TOKEN, dedupe=PostgresDedupe(dedupe_dsn))  # type: ignore[arg-type]
+
+    async def storm() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://bridge") as client,
+        ):
+            answers = await asyncio.gather(
+                *(client.post("/alertmanager", json=webhook(fingerprint), headers=AUTH) for _ in range(30))
+            )
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(storm()) == [202] * 30
+    assert len(sink.events) == 1
+
+
+def test_a_failed_send_is_emitted_by_the_senders_retry(dedupe_dsn: str) -> None:
+    fingerprint = uuid.uuid4().hex[:16]
+    with bridge(RecordingSink(fail=True), dedupe_dsn) as down:
+        assert down.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 503
+    assert rows(dedupe_dsn) == []  # the claim was released
+    sink = RecordingSink()
+    with bridge(sink, dedupe_dsn) as up:
+        assert up.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 202
+    assert len(sink.events) == 1
+
+
+def test_a_claim_left_by_a_crashed_request_goes_stale(dedupe_dsn: str) -> None:
+    """A bridge killed between claim and send left a 'claimed' row: after claim_seconds a repeat emits."""
+    from datetime import UTC, datetime
+
+    fingerprint = uuid.uuid4().hex[:16]
+    sink = RecordingSink()
+    with bridge(sink, dedupe_dsn, claim_seconds=1) as client:
+        from scaleops.ops.alert_bridge import Alert, event_id
+
+        alert = Alert.model_validate(webhook(fingerprint)["alerts"][0])
+        crashed = PostgresDedupe(dedupe_dsn, migrate=False)
+
+        async def claim_and_die() -> set[str]:
+            await crashed.pool.open()
+            try:
+                return await crashed.claim([Emission.of(alert)], "alertmanager")
+            finally:
+                await crashed.close()
+
+        assert asyncio.run(claim_and_die()) == {event_id(alert)}
+        assert client.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 202
+        assert sink.events == []  # claimed a moment ago: the crashed request might still send it
+        time.sleep(1.2)
+        assert client.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 202
+        assert [e["id"] for e in sink.events] == [event_id(alert)]
+    assert rows(dedupe_dsn)[0][3] == "emitted"
+    assert rows(dedupe_dsn)[0][1] == datetime(2026, 11, 26, 10, tzinfo=UTC)
+
+
+def test_an_unreachable_store_still_emits() -> None:
+    """PostgreSQL down: the bridge emits anyway (and counts it), it does not answer 5xx."""
+    sink = RecordingSink()
+    dead = "postgresql://postgres@127.0.0.1:1/postgres"
+    with bridge(sink, dead, timeout=0.5) as client:
+        started = time.monotonic()
+        assert (
+            client.post("/alertmanager", json=webhook(uuid.uuid4().hex[:16]), headers=AUTH).status_code == 202
+        )
+        assert time.monotonic() - started < 5
+        assert "scaleops_alerts_dedupe_errors_total 1.0" in client.get("/metrics").text
+    assert len(sink.events) == 1
