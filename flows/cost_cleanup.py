@@ -49,8 +49,12 @@ def cost_cleanup(
 ) -> CostReport:
     """Run the policies (all, or only `policies`) as of `as_of` (default now).
 
-    With `dry_run=true` (the default) nothing changes: the report says what would be marked and what
-    is due. `max_actions` overrides SCALEOPS_COST__MAX_ACTIONS for this run.
+    Args:
+        as_of: the clock every age and grace is measured against (default now); a backfill over past
+            dates reports what the policies would have found then.
+        dry_run: report what would be marked and what is due, and change nothing (the default).
+        policies: run only these policies of the policy file (default: all of them).
+        max_actions: at most this many actions in the run (default SCALEOPS_COST__MAX_ACTIONS).
     """
     clock = as_datetime(as_of)
     chosen = read_policies(settings, policies)

@@ -373,3 +373,112 @@ def serving(cluster: Cluster | None = None) -> Iterator[tuple[str, Cluster]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _ago(now: datetime, days: float) -> str:
+    from datetime import timedelta
+
+    return (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seed_demo(cluster: Cluster, now: datetime | None = None) -> None:
+    """A small cluster with something for every Kubernetes policy of deployments/cost-policies.yml,
+    protected objects and objects in use among them."""
+    now = now or datetime.now(UTC)
+    ago = lambda days: _ago(now, days)  # noqa: E731
+    for name, notes in (
+        ("kube-system", {}),
+        ("default", {}),
+        ("ci", {}),
+        ("app", {}),
+        ("preview-pr-101", {"janitor/ttl": "2d"}),  # created 3 days ago: expired
+        ("preview-pr-207", {"janitor/ttl": "7d"}),
+        ("demo-until-june", {"janitor/expires": "2026-06-30"}),
+    ):
+        cluster.create(
+            "", "namespaces", {"metadata": {"name": name, "annotations": notes, "creationTimestamp": ago(3)}}
+        )
+
+    def job(ns: str, name: str, state: str | None, days: float, labels: dict[str, str] | None = None) -> None:
+        status: dict[str, Any] = {"active": 1}
+        if state:
+            status = {"completionTime": ago(days), "conditions": [{"type": state, "status": "True"}]}
+        meta = {"name": name, "namespace": ns, "creationTimestamp": ago(days + 0.1), "labels": labels or {}}
+        cluster.create("batch", "jobs", {"metadata": meta, "status": status})
+
+    job("ci", "migrate-1", "Complete", 3)
+    job("ci", "nightly-report", "Failed", 2)
+    job("ci", "build-42", None, 0.2)
+    job("ci", "audit-export", "Complete", 9, {"scaleops/protect": "true"})
+    job("kube-system", "cert-rotate", "Complete", 30)
+    finished = {
+        "phase": "Succeeded",
+        "containerStatuses": [{"state": {"terminated": {"finishedAt": ago(3)}}}],
+    }
+    cluster.create(
+        "",
+        "pods",
+        {
+            "metadata": {"name": "migrate-1-x7k2p", "namespace": "ci", "labels": {"job-name": "migrate-1"}},
+            "status": finished,
+        },
+    )
+    mount = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "web-data"}}]}
+    cluster.create(
+        "",
+        "pods",
+        {
+            "metadata": {"name": "web-0", "namespace": "app"},
+            "spec": mount,
+            "status": {"phase": "Running", "startTime": ago(5)},
+        },
+    )
+    for name, size, days in (("web-data", "20Gi", 40), ("old-export", "100Gi", 30), ("scratch", "5Gi", 1)):
+        cluster.create(
+            "",
+            "persistentvolumeclaims",
+            {
+                "metadata": {"name": name, "namespace": "app", "creationTimestamp": ago(days)},
+                "status": {"phase": "Bound", "capacity": {"storage": size}},
+            },
+        )
+    cluster.create(
+        "",
+        "persistentvolumes",
+        {
+            "metadata": {"name": "pvc-released-1", "creationTimestamp": ago(12)},
+            "spec": {"capacity": {"storage": "50Gi"}},
+            "status": {"phase": "Released"},
+        },
+    )
+    cluster.create(
+        "",
+        "persistentvolumes",
+        {
+            "metadata": {"name": "pvc-bound-1", "creationTimestamp": ago(12)},
+            "spec": {"capacity": {"storage": "20Gi"}},
+            "status": {"phase": "Bound"},
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scaleops.sandbox.kube_api --port P [--seed]`: serve the stand-in until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="scaleops.sandbox.kube_api", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--seed", action="store_true", help="start with the demo cluster")
+    args = parser.parse_args(argv)
+    cluster = Cluster()
+    if args.seed:
+        seed_demo(cluster)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(cluster))
+    print(f"Kubernetes API stand-in on http://{args.host}:{args.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

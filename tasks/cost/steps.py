@@ -78,7 +78,16 @@ def kube_scopes(settings: Settings, policies: list[Policy], report: CostReport) 
     if not any(p.provider == "k8s" for p in policies):
         return []
     kubeconfig = str(settings.cost.kubeconfig) if settings.cost.kubeconfig else None
-    contexts: list[str | None] = list(settings.cost.contexts) or [None]
+    contexts: list[str | None] = list(settings.cost.contexts)
+    if not contexts:  # the kubeconfig's current context, by its name (the report's cluster)
+        from kubernetes import config
+
+        try:
+            _all, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        except Exception as exc:  # no kubeconfig at all: the Kubernetes policies cannot run
+            report.problem(f"no usable kubeconfig ({type(exc).__name__}: {exc}): no Kubernetes policy ran")
+            return []
+        contexts = [current["name"]]
     return [KubeScope(kubeconfig, c) for c in contexts]
 
 
