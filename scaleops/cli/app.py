@@ -330,11 +330,12 @@ def _deploy_all(log: Path) -> bool:
 
 
 def _register_command_groups() -> None:
-    from scaleops.cli import alerts, archive, backfill, cost, db, forecast, outbox
+    from scaleops.cli import alerts, archive, backfill, contract, cost, db, forecast, outbox
 
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(archive.app, name="archive")
     app.add_typer(cost.app, name="cost")
+    app.add_typer(contract.app, name="contract")
     app.add_typer(db.app, name="db")
     app.add_typer(outbox.app, name="outbox")
     app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)
