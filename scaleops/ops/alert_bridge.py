@@ -54,6 +54,9 @@ DEFAULT_MAX_BODY = 1024 * 1024
 Source = Literal["alertmanager", "grafana"]
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+HARD_MAX_DEPTH = 500  # deeper than this is refused before parsing (the parser recurses per level)
 MAX_FIELD_CHARS = 8192  # webhook-level strings copied into every event (receiver, groupKey, externalURL)
 
 
@@ -81,6 +84,8 @@ def _where(path: list[str | int]) -> str:
 
 def parse_body(body: bytes, limits: PayloadLimits) -> Any:
     """JSON -> data, refusing what JSON (RFC 8259) or Prefect cannot carry, naming where it is."""
+    if nesting_exceeds(body, max(limits.max_depth, HARD_MAX_DEPTH)):
+        raise PayloadError(f"body: nested deeper than {limits.max_depth} levels")
     try:
         data = json.loads(body)
     except RecursionError:
@@ -89,6 +94,20 @@ def parse_body(body: bytes, limits: PayloadLimits) -> Any:
         raise PayloadError("body is not valid JSON") from None
     check_json(data, limits)
     return data
+
+
+def nesting_exceeds(body: bytes, depth: int) -> bool:
+    """Whether brackets outside strings nest deeper than `depth` (a scan at C speed but for the
+    brackets themselves), so a pathological body never reaches the recursive parser."""
+    brackets = JSON_STRING.sub(b"", body).translate(None, NOT_BRACKETS)
+    if len(brackets) <= depth:
+        return False
+    level = 0
+    for char in brackets:
+        level += 1 if char in b"[{" else -1
+        if level > depth:
+            return True
+    return False
 
 
 def check_json(data: Any, limits: PayloadLimits) -> None:

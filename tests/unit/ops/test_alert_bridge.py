@@ -532,3 +532,20 @@ def test_an_unreachable_dedupe_store_still_emits(sink: RecordingSink) -> None:
     assert client.post("/alertmanager", json=ALERTMANAGER, headers=AUTH).status_code == 202
     assert len(sink.batches) == 1  # a missed alert is worse than a repeated one
     assert "scaleops_alerts_dedupe_errors_total 1.0" in client.get("/metrics").text
+
+
+def test_deep_nesting_is_refused_before_the_parser_whatever_the_recursion_limit(client: TestClient) -> None:
+    """A process that raised its recursion limit (libraries do) would parse 10k levels, or overflow the
+    C stack on 500k: the bridge counts brackets outside strings first."""
+    import sys
+
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)
+    try:
+        response = client.post("/alertmanager", content=b"[" * 60_000, headers=AUTH)
+    finally:
+        sys.setrecursionlimit(saved)
+    assert response.status_code == 400 and response.json()["error"] == "body: nested deeper than 32 levels"
+    brackets_in_strings = copy.deepcopy(ALERTMANAGER)
+    brackets_in_strings["alerts"][0]["annotations"]["summary"] = "[{" * 1000 + '"\\'
+    assert client.post("/alertmanager", json=brackets_in_strings, headers=AUTH).status_code == 202
