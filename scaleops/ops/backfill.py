@@ -5,6 +5,12 @@ stops after `min_runs` and serves every schedule), so scaleops plans the partiti
 run with the idempotency key `backfill:<deployment>:<partition>:<params hash>` and the tags `backfill` and
 `backfill:<id>`, skips what is already done, and can wait with a bounded number of runs active.
 
+A run orphaned by a lost worker stays RUNNING for good (Prefect's OSS server marks nothing Crashed by
+itself). Flow runs emit `prefect.flow-run.heartbeat` events (every `PREFECT_FLOWS_HEARTBEAT_FREQUENCY`,
+180 s by default in Prefect 3.9): a RUNNING run that started more than `stale_after` ago and sent no
+heartbeat within it is **stale**. `--reprocess failed|all` treats it as failed: it is marked Crashed
+(freeing its deployment's concurrency slot) and its partition runs again.
+
 The planning is plain functions (`partitions`, `plan`); `Backfiller` talks to the Prefect API.
 """
 
@@ -26,6 +32,8 @@ Order = Literal["asc", "desc"]
 Action = Literal["create", "rerun", "skip-completed", "skip-failed", "skip-active"]
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+DEFAULT_STALE_AFTER = timedelta(minutes=10)  # > 3 missed heartbeats at Prefect's default 180 s
 FAILED = {"FAILED", "CRASHED", "CANCELLED"}
 _DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -117,6 +125,7 @@ class ExistingRun:
     id: str
     name: str
     state: str  # state type: COMPLETED, FAILED, SCHEDULED, RUNNING, ...
+    stale: bool = False  # RUNNING without a heartbeat for longer than stale_after: its worker is gone
 
 
 @dataclass
@@ -138,6 +147,7 @@ class PlanItem:
             "idempotency_key": self.idempotency_key,
             "existing_run": latest.name if latest else None,
             "existing_state": latest.state if latest else None,
+            "existing_stale": latest.stale if latest else False,
         }
 
 
@@ -149,7 +159,8 @@ def plan(
     reprocess: Reprocess,
     order: Order,
 ) -> list[PlanItem]:
-    """What to do per partition: create, rerun, or skip (completed, failed, or still active)."""
+    """What to do per partition: create, rerun, or skip (completed, failed, or still active). A stale
+    run (RUNNING, no heartbeat) counts as failed: `--reprocess failed|all` reruns its partition."""
     phash = params_hash(params)
     items = []
     for part in sorted(parts, reverse=order == "desc"):
@@ -158,7 +169,7 @@ def plan(
         action: Action
         if latest is None:
             action = "create"
-        elif latest.state not in TERMINAL:
+        elif latest.state not in TERMINAL and not latest.stale:
             action = "skip-active"
         elif latest.state == "COMPLETED":
             action = "rerun" if reprocess == "all" else "skip-completed"
@@ -185,8 +196,9 @@ def normalise_as_of(value: Any) -> datetime | None:
 class Backfiller:
     """Reads and creates flow runs through the Prefect API (sync client)."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, stale_after: timedelta = DEFAULT_STALE_AFTER):
         self.client = client
+        self.stale_after = stale_after
 
     def deployment(self, name: str) -> Any:
         """`flow/deployment`, or a deployment name alone (scaleops names flows after deployments)."""
@@ -214,6 +226,7 @@ class Backfiller:
 
         wanted = {p.timestamp(): p for p in parts}
         found: dict[datetime, list[ExistingRun]] = {}
+        running: dict[str, tuple[ExistingRun, datetime | None]] = {}
         offset = 0
         while True:
             page = self.client.read_flow_runs(
@@ -227,12 +240,63 @@ class Backfiller:
                 if as_of is None or as_of.timestamp() not in wanted:
                     continue
                 state = run.state_type.value if run.state_type else "UNKNOWN"
-                found.setdefault(wanted[as_of.timestamp()], []).append(
-                    ExistingRun(str(run.id), run.name, state)
-                )
+                existing = ExistingRun(str(run.id), run.name, state)
+                found.setdefault(wanted[as_of.timestamp()], []).append(existing)
+                if state == "RUNNING":
+                    running[existing.id] = (existing, run.start_time)
             if len(page) < 200:
-                return found
+                break
             offset += 200
+        self.mark_stale(running)
+        return found
+
+    def mark_stale(self, running: dict[str, tuple[ExistingRun, datetime | None]]) -> None:
+        """Set `stale` on RUNNING runs that started before the window and sent no heartbeat within it."""
+        from prefect.types._datetime import now
+
+        since = now("UTC") - self.stale_after
+        candidates = [rid for rid, (_, started) in running.items() if started is not None and started < since]
+        alive: set[str] = set()
+        for start in range(0, len(candidates), 50):
+            alive |= self.heartbeats_since([UUID(r) for r in candidates[start : start + 50]], since)
+        for rid in candidates:
+            if rid not in alive:
+                running[rid][0].stale = True
+
+    def heartbeats_since(self, run_ids: list[UUID], since: datetime) -> set[str]:
+        """Ids of these runs that sent a heartbeat event since `since`."""
+        from prefect.events.filters import (
+            EventFilter,
+            EventNameFilter,
+            EventOccurredFilter,
+            EventResourceFilter,
+        )
+
+        event_filter = EventFilter(
+            occurred=EventOccurredFilter(since=since),  # type: ignore[arg-type]  # a datetime is what it holds
+            event=EventNameFilter(name=[HEARTBEAT_EVENT]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{r}" for r in run_ids]),
+        )
+        alive: set[str] = set()
+        page = self.client.read_events(filter=event_filter, limit=50)  # the most the server allows
+        while True:
+            alive |= {e.resource.id.removeprefix("prefect.flow-run.") for e in page.events}
+            if not page.next_page or len(alive) == len(run_ids):
+                return alive
+            page = self.client.read_events_page(page.next_page)
+
+    def crash_stale(self, run: ExistingRun) -> None:
+        """Mark a stale run Crashed (what Prefect's zombie automation does), freeing its concurrency slot."""
+        from prefect.states import Crashed
+
+        minutes = int(self.stale_after.total_seconds() // 60)
+        self.client.set_flow_run_state(
+            UUID(run.id),
+            Crashed(
+                message=f"no heartbeat for {minutes} min: its worker is gone (marked by scaleops backfill)"
+            ),
+            force=True,
+        )
 
     def create(
         self, deployment_id: Any, item: PlanItem, params: dict[str, Any], bid: str, sequence: int
@@ -296,6 +360,9 @@ def execute(
     """Create the planned runs (at most `max_active` unfinished at once when set) and, with `wait`,
     wait until every created run is finished. Returns run id -> state type."""
     todo = [item for item in items if item.creates]
+    for item in todo:  # a stale run still holds its concurrency slot: crash it before its partition reruns
+        if item.existing and item.existing[-1].stale:
+            backfiller.crash_stale(item.existing[-1])
     created: list[str] = []
     states: dict[str, str] = {}
     sequence = 0

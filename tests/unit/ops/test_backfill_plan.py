@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -108,3 +109,86 @@ def test_plan_actions(reprocess: str, actions: list[str]) -> None:
 def test_plan_order() -> None:
     items = plan("dep", [d(1), d(2), d(3)], {}, {}, "none", "desc")
     assert [i.partition for i in items] == [d(3), d(2), d(1)]
+
+
+# ---------------------------------------------------------------------------------- issue 18.4: zombies
+def test_a_stale_running_run_counts_as_failed() -> None:
+    """A run orphaned by a lost worker stays RUNNING: without heartbeats it is stale, and reprocessed."""
+    zombie = {d(1): [ExistingRun("r1", "zombie", "RUNNING", stale=True)]}
+    alive = {d(1): [ExistingRun("r1", "busy", "RUNNING")]}
+    assert [i.action for i in plan("dep", [d(1)], zombie, {}, "none", "asc")] == ["skip-failed"]
+    assert [i.action for i in plan("dep", [d(1)], zombie, {}, "failed", "asc")] == ["rerun"]
+    assert [i.action for i in plan("dep", [d(1)], zombie, {}, "all", "asc")] == ["rerun"]
+    assert [i.action for i in plan("dep", [d(1)], alive, {}, "all", "asc")] == ["skip-active"]
+    (item,) = plan("dep", [d(1)], zombie, {}, "failed", "asc")
+    assert item.as_dict()["existing_stale"] is True
+
+
+class FakeEvents:
+    """The slice of Prefect's client that stale detection uses: heartbeat events and state changes."""
+
+    def __init__(self, beating: set[str]):
+        self.beating = beating
+        self.crashed: list[tuple[Any, Any]] = []
+        self.filters: list[Any] = []
+
+    def read_events(self, filter: Any, limit: int) -> Any:
+        from types import SimpleNamespace
+
+        self.filters.append(filter)
+        wanted = [r.removeprefix("prefect.flow-run.") for r in filter.resource.id]
+        events = [
+            SimpleNamespace(resource=SimpleNamespace(id=f"prefect.flow-run.{r}"))
+            for r in wanted
+            if r in self.beating
+        ]
+        return SimpleNamespace(events=events, next_page=None)
+
+    def set_flow_run_state(self, run_id: Any, state: Any, force: bool) -> None:
+        self.crashed.append((run_id, state))
+
+
+def test_stale_means_started_before_the_window_and_no_heartbeat_within_it() -> None:
+    import uuid
+    from datetime import UTC as DT_UTC
+    from datetime import datetime as dt
+    from datetime import timedelta
+
+    from scaleops.ops.backfill import HEARTBEAT_EVENT, Backfiller
+
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    zombie, beating, young = (ExistingRun(i, f"run-{n}", "RUNNING") for n, i in enumerate(ids))
+    client = FakeEvents(beating={ids[1]})
+    backfiller = Backfiller(client, stale_after=timedelta(minutes=10))
+    long_ago = dt.now(DT_UTC) - timedelta(hours=2)
+    just_now = dt.now(DT_UTC) - timedelta(minutes=1)
+    backfiller.mark_stale(
+        {ids[0]: (zombie, long_ago), ids[1]: (beating, long_ago), ids[2]: (young, just_now)}
+    )
+    assert (zombie.stale, beating.stale, young.stale) == (True, False, False)
+    (asked,) = client.filters
+    assert asked.event.name == [HEARTBEAT_EVENT]
+    assert sorted(asked.resource.id) == sorted(f"prefect.flow-run.{i}" for i in ids[:2])  # not the young one
+
+    backfiller.crash_stale(zombie)
+    ((run_id, state),) = client.crashed
+    assert str(run_id) == ids[0] and state.type.value == "CRASHED" and "no heartbeat" in state.message
+
+
+def test_execute_crashes_a_stale_run_before_its_partition_reruns() -> None:
+    from scaleops.ops.backfill import execute
+
+    calls: list[str] = []
+
+    class Recorder:
+        def crash_stale(self, run: ExistingRun) -> None:
+            calls.append(f"crash {run.id}")
+
+        def create(self, deployment_id: Any, item: Any, params: Any, bid: str, sequence: int) -> ExistingRun:
+            calls.append(f"create {item.partition.day}")
+            return ExistingRun(f"new-{sequence}", "new", "SCHEDULED")
+
+    zombie = {d(1): [ExistingRun("z1", "zombie", "RUNNING", stale=True)]}
+    items = plan("dep", [d(1), d(2)], zombie, {}, "failed", "asc")
+    execute(Recorder(), "dep-id", items, {}, "bid", max_active=None, wait=False)  # type: ignore[arg-type]
+    assert calls == ["crash z1", "create 1", "create 2"]
