@@ -171,3 +171,11 @@ def test_hadolint_passes() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_everything_that_writes_writes_under_tmp() -> None:
+    """Pods run with a read-only root filesystem and an emptyDir at /tmp (deployments/k8s)."""
+    env = " ".join(BY_NAME["runtime"].args("ENV"))
+    for variable in ("HOME", "PREFECT_HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR"):
+        match = re.search(rf"\b{variable}=(\S+)", env)
+        assert match and match.group(1).startswith("/tmp"), variable  # noqa: S108
