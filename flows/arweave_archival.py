@@ -5,7 +5,8 @@ Steps: collect new content from the configured sources into the ledger (deduplic
 reconcile every bundle written ahead and not yet confirmed (post what never reached the gateway,
 confirm, re-queue what the gateway dropped), bundle, price (within the run's budget), sign (ANS-104
 data items in a format-2 transaction) with write-ahead in the ledger, post, and verify confirmed items
-and a sample of old ones on our side (signature, id, SHA-256). One report, one artifact, one event.
+and a sample of old ones on our side (signature, id, SHA-256); the same bytes are added to IPFS (CIDv1,
+raw leaves), pinned, and checked by `cat` and a recomputed CID. One report, one artifact, one event.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from scaleops.core.duties import duty
 from scaleops.core.reporting import as_datetime
 from scaleops.core.settings import Settings
 from tasks.archive.report import ArchiveReport
-from tasks.archive.steps import archive, collect_sources, verify
+from tasks.archive.steps import archive, collect_sources, pin, verify
 
 
 def needs(settings: Settings) -> list[str]:
@@ -43,16 +44,23 @@ def arweave_archival(
     settings: Settings,
     as_of: datetime | date | None = None,
     verify_sample: Annotated[float, Field(ge=0, le=1)] = 0.01,
+    repair: bool = False,
     dry_run: bool = False,
 ) -> ArchiveReport:
-    """Collect, reconcile, archive the queue, verify. `dry_run` reports what is queued, posts nothing.
+    """Collect, reconcile, archive the queue, pin on IPFS, verify.
 
-    `verify_sample` is the fraction of already verified items downloaded and checked again.
+    Args:
+        as_of: the run's clock (default now).
+        verify_sample: fraction of already verified items downloaded and checked again (0 to 1).
+        repair: re-queue content corrupt or missing on Arweave (paid again) and re-pin content missing
+            on IPFS from its source.
+        dry_run: report what is queued; collect, sign, post and pin nothing.
     """
     report = ArchiveReport(as_of=as_datetime(as_of), dry_run=dry_run)
     if not dry_run:
         collect_sources(settings, report)
     archive(settings, report, dry_run)
     if not dry_run:
-        verify(settings, report, verify_sample)
+        pin(settings, report)
+        verify(settings, report, verify_sample, repair)
     return report

@@ -8,6 +8,7 @@ from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism, AnvilZkSync
 from scaleops.sandbox.arweave import Arlocal
 from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
+from scaleops.sandbox.ipfs import Ipfs
 from scaleops.sandbox.cost_estate import CostEstate
 from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
@@ -40,6 +41,7 @@ SERVICES: tuple[type[Service], ...] = (
     AnvilZkSync,
     SolanaLiteSvm,
     Arlocal,
+    Ipfs,
     CostEstate,
     Prometheus,
     PrefectWorker,  # last: it starts once every other service is up (see Service.after_all)

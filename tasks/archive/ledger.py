@@ -266,3 +266,32 @@ def items_of_bundle(conn: Any, tx_id: str) -> list[Item]:
         f"select {ITEM_COLUMNS} from archive_items where bundle_id = %s order by sha256", (tx_id,)
     ).fetchall()
     return [_item(r) for r in rows]
+
+
+def without_cid(conn: Any, limit: int = 1000) -> list[Item]:
+    """Items on their way to Arweave (or there) that are not on IPFS yet, with their bytes if kept."""
+    rows = conn.execute(
+        f"select {ITEM_COLUMNS}, body, source_url from archive_items where ipfs_cid is null"
+        " and status in ('signed', 'posted', 'confirmed', 'verified') order by sha256 limit %s",
+        (limit,),
+    ).fetchall()
+    return [_item(r, r[11], r[12]) for r in rows]
+
+
+def with_cid(conn: Any, statuses: Sequence[str]) -> list[tuple[Item, dict[str, Any]]]:
+    rows = conn.execute(
+        f"select {ITEM_COLUMNS}, ipfs_params from archive_items where ipfs_cid is not null"
+        " and status = any(%s) order by sha256",
+        (list(statuses),),
+    ).fetchall()
+    return [(_item(r), dict(r[11] or {})) for r in rows]
+
+
+def requeue(conn: Any, shas: Sequence[str]) -> int:
+    """Repair: archive these items again (a new data item, paid again: the old one is lost or corrupt)."""
+    cur = conn.execute(
+        "update archive_items set status = 'queued', item_id = null, bundle_id = null, winston = 0,"
+        " updated_at = now() where sha256 = any(%s) and status in ('corrupt', 'missing')",
+        (list(shas),),
+    )
+    return int(cur.rowcount)

@@ -3,6 +3,7 @@ that fold what they return into the report."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ from tasks.archive.ans104 import wallet_from_jwk
 from tasks.archive.archiver import BudgetError, Context, archive_queued, reconcile
 from tasks.archive.collect import CHUNK, parse_s3_url, postgres_rows, s3_new_objects
 from tasks.archive.gateway import Gateway
-from tasks.archive.report import ArchiveReport, Finding
+from tasks.archive.ipfs import IMPORT_PARAMS, IpfsNode, raw_cid, same_cid
+from tasks.archive.report import ArchiveReport, Finding, IpfsSummary
 from tasks.archive.verify import verify_items
 
 if TYPE_CHECKING:
@@ -136,9 +138,12 @@ def archive(settings: Settings, report: ArchiveReport, dry_run: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ verify
-@io_task(task_run_name="verify (sample {sample})")
-def verify_pass(settings: Settings, sample: float, seed: int | None = None) -> dict[str, list[Any]]:
-    """Verify every confirmed item and a sample of verified ones; record verdicts in the ledger."""
+@io_task(task_run_name="verify (sample {sample}, repair {repair})")
+def verify_pass(
+    settings: Settings, sample: float, repair: bool = False, seed: int | None = None
+) -> dict[str, Any]:
+    """Verify every confirmed item and a sample of verified ones on Arweave (and on IPFS where the item
+    has a CID); record verdicts in the ledger; with `repair`, re-queue what Arweave lost and re-pin."""
     with connect(settings) as conn, gateway(settings) as gw:
         todo = ledger.items(conn, ["confirmed"])
         old = ledger.items(conn, ["verified"])
@@ -149,19 +154,132 @@ def verify_pass(settings: Settings, sample: float, seed: int | None = None) -> d
         updates += [(i.sha256, "corrupt", why) for i, why in verdicts.corrupt]
         updates += [(i.sha256, "missing", why) for i, why in verdicts.missing]
         ledger.set_item_status(conn, updates)
-    return {
-        "verified": [i.first_key for i in verdicts.verified],
-        "corrupt": [Finding(key=i.first_key, sha256=i.sha256, reason=why) for i, why in verdicts.corrupt],
-        "missing": [Finding(key=i.first_key, sha256=i.sha256, reason=why) for i, why in verdicts.missing],
-    }
+        result: dict[str, Any] = {
+            "verified": [i.first_key for i in verdicts.verified],
+            "corrupt": [Finding(key=i.first_key, sha256=i.sha256, reason=why) for i, why in verdicts.corrupt],
+            "missing": [Finding(key=i.first_key, sha256=i.sha256, reason=why) for i, why in verdicts.missing],
+            "ipfs": IpfsSummary(),
+            "repaired": [],
+        }
+        if settings.archive.ipfs_api_url:
+            wanted = {i.sha256 for i in todo}
+            on_ipfs = [
+                (i, p)
+                for i, p in ledger.with_cid(conn, ["verified", "corrupt", "missing"])
+                if i.sha256 in wanted
+            ]
+            with IpfsNode(settings.archive.ipfs_api_url, settings.archive.timeout_seconds) as node:
+                ok, lost = ipfs_check(node, on_ipfs)
+                result["ipfs"] = IpfsSummary(verified=len(ok), missing=lost)
+                if repair and lost:
+                    load = body_loader(settings, conn)
+                    by_sha = {i.sha256: i for i, _ in on_ipfs}
+                    files = [(f.sha256, load(by_sha[f.sha256])) for f in lost]
+                    cids = node.add(files)
+                    ledger.set_cids(conn, [(sha, cids[sha], IMPORT_PARAMS) for sha, _ in files])
+                    result["repaired"] += [
+                        Finding(key=f.key, sha256=f.sha256, reason=f"re-pinned as {cids[f.sha256]}")
+                        for f in lost
+                    ]
+        if repair:
+            lost_arweave = result["corrupt"] + result["missing"]
+            ledger.requeue(conn, [f.sha256 for f in lost_arweave])
+            result["repaired"] += [
+                Finding(key=f.key, sha256=f.sha256, reason="re-queued for archiving") for f in lost_arweave
+            ]
+    return result
 
 
-def verify(settings: Settings, report: ArchiveReport, sample: float) -> None:
-    result = verify_pass(settings, sample)
+def verify(settings: Settings, report: ArchiveReport, sample: float, repair: bool = False) -> None:
+    result = verify_pass(settings, sample, repair)
     report.items_verified += len(result["verified"])
     report.corrupt += result["corrupt"]
     report.missing += result["missing"]
+    report.ipfs.verified += result["ipfs"].verified
+    report.ipfs.missing += result["ipfs"].missing
+    report.repaired += result["repaired"]
+    repaired = {f.sha256 for f in result["repaired"]}
     for finding in result["corrupt"]:
         report.problem(f"{finding.key}: corrupt on Arweave ({finding.reason})")
     for finding in result["missing"]:
         report.problem(f"{finding.key}: missing on Arweave ({finding.reason})")
+    for finding in result["ipfs"].missing:
+        message = f"{finding.key}: missing on IPFS ({finding.reason})"
+        report.problem(message, severity="warn" if finding.sha256 in repaired else "error")
+
+
+def pin(settings: Settings, report: ArchiveReport) -> None:
+    report.ipfs.pinned += ipfs_pin_pass(settings)
+
+
+# ------------------------------------------------------------------------------------------------ IPFS
+IPFS_BATCH_BYTES = 32 * 1024 * 1024
+
+
+@io_task(task_run_name="ipfs add + pin")
+def ipfs_pin_pass(settings: Settings) -> int:
+    """Add every archived item not yet on IPFS (CIDv1, raw leaves), pinned, in batches; record CIDs."""
+    url = settings.archive.ipfs_api_url
+    if not url:
+        return 0
+    pinned = 0
+    with connect(settings) as conn, IpfsNode(url, settings.archive.timeout_seconds) as node:
+        load = body_loader(settings, conn)
+        todo = ledger.without_cid(conn)
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+
+        def flush() -> int:
+            cids = node.add(batch)
+            for sha, body in batch:
+                local = raw_cid(body)
+                if local is not None and not same_cid(local, cids[sha]):
+                    raise RuntimeError(f"IPFS node gave {cids[sha]} for {sha}, expected {local}")
+            ledger.set_cids(conn, [(sha, cids[sha], IMPORT_PARAMS) for sha, _ in batch])
+            return len(batch)
+
+        for item in todo:
+            body = load(item)
+            batch.append((item.sha256, body))
+            size += len(body)
+            if size >= IPFS_BATCH_BYTES or len(batch) >= 200:
+                pinned += flush()
+                batch, size = [], 0
+        if batch:
+            pinned += flush()
+    return pinned
+
+
+def ipfs_check(
+    node: IpfsNode, items: list[tuple[ledger.Item, dict[str, Any]]]
+) -> tuple[list[str], list[Finding]]:
+    """(keys verified, findings missing) for items on IPFS: pinned, `cat` gives the ledger's bytes, and the
+    CID recomputed from those bytes with the recorded import parameters is the recorded CID."""
+    pins = node.pinned() if items else set()
+    ok: list[str] = []
+    missing: list[Finding] = []
+    from tasks.archive.ipfs import cid_bytes
+
+    for item, params in items:
+        cid = item.ipfs_cid or ""
+        if cid_bytes(cid) not in pins:
+            missing.append(Finding(key=item.first_key, sha256=item.sha256, reason=f"{cid} is not pinned"))
+            continue
+        data = node.cat(cid)
+        if data is None:
+            missing.append(
+                Finding(key=item.first_key, sha256=item.sha256, reason=f"{cid}: the node has no bytes")
+            )
+            continue
+        if hashlib.sha256(data).hexdigest() != item.sha256:
+            missing.append(Finding(key=item.first_key, sha256=item.sha256, reason=f"{cid}: other bytes"))
+            continue
+        again = raw_cid(data) if params.get("raw_leaves") and params.get("cid_version") == 1 else None
+        again = again or node.only_hash(data, params or IMPORT_PARAMS)
+        if not same_cid(again, cid):
+            missing.append(
+                Finding(key=item.first_key, sha256=item.sha256, reason=f"{cid}: recomputed {again}")
+            )
+            continue
+        ok.append(item.first_key)
+    return ok, missing

@@ -253,3 +253,36 @@ def test_wallet_key_never_leaves(archive_env: dict[str, str]) -> None:
     dumped = report.model_dump_json() + report.markdown(settings)
     assert jwk["d"] not in dumped and jwk["p"] not in dumped
     assert jwk["d"] in settings.secrets()
+
+
+def test_ipfs_pinned_verified_then_garbage_collected_is_missing_and_repaired(
+    archive_env: dict[str, str],
+) -> None:
+    from tasks.archive.ipfs import IpfsNode, raw_cid, same_cid
+
+    settings = load_settings()
+    body = b"ipfs " + uuid.uuid4().hex.encode() * 20
+    big = uuid.uuid4().hex.encode() * 20_000  # 640 KB: a UnixFS DAG of three raw leaves
+    queue(settings, ("media/small.txt", body), ("media/big.bin", big))
+    first = run_flow()
+    assert first.ipfs.pinned == 2
+    with ledger_conn(settings) as conn:
+        cids = dict(conn.execute("select first_key, ipfs_cid from archive_items").fetchall())
+    assert same_cid(cids["media/small.txt"], raw_cid(body) or "")
+    until_settled(settings)
+
+    checked = run_flow(verify_sample=1.0)
+    assert checked.ok and checked.ipfs.verified == 2, (checked.problems, checked.ipfs)
+
+    assert settings.archive.ipfs_api_url
+    with IpfsNode(settings.archive.ipfs_api_url) as node:
+        node.unpin(cids["media/big.bin"])
+        node.gc()
+    lost = run_flow(verify_sample=1.0)
+    assert not lost.ok and [f.key for f in lost.ipfs.missing] == ["media/big.bin"]
+    assert lost.items_verified == 2  # still safe on Arweave
+
+    repaired = run_flow(verify_sample=1.0, repair=True)
+    assert [f.key for f in repaired.repaired] == ["media/big.bin"] and repaired.winston_paid == 0
+    again = run_flow(verify_sample=1.0)
+    assert again.ok and again.ipfs.verified == 2, (again.problems, again.ipfs)
