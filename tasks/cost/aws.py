@@ -42,6 +42,7 @@ _STATE_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
 
 
 _CLIENTS: dict[tuple[AwsScope, str], Any] = {}
+_VOLUMES: dict[AwsScope, dict[str, float]] = {}  # volume id -> monthly USD, from the last listing
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,9 @@ class EbsVolume(AwsResource):
         )
 
     def find(self) -> list[Item]:
-        return [self.item(v) for v in self.pages("ec2", "describe_volumes", "Volumes")]
+        items = [self.item(v) for v in self.pages("ec2", "describe_volumes", "Volumes")]
+        _VOLUMES[self.aws] = {i.id: i.monthly_usd for i in items}  # prices stopped instances' volumes
+        return items
 
     def refresh(self, items: Iterable[Item]) -> dict[str, Item]:
         found: dict[str, Item] = {}
@@ -270,9 +273,18 @@ class Ec2Instance(AwsResource):
             for i in r.get("Instances", [])
             if i["State"]["Name"] not in ("terminated", "shutting-down")
         ]
-        storage: dict[str, float] = {}
-        stopped = [i["InstanceId"] for i in instances if i["State"]["Name"] == "stopped"]
-        for ids in chunks(stopped):  # a stopped instance costs what its volumes cost
+        storage: dict[str, float] = {}  # a stopped instance costs what its volumes cost
+        stopped = [i for i in instances if i["State"]["Name"] == "stopped"]
+        known = _VOLUMES.get(self.aws, {})  # sizes from this process's volume listing, if any
+        missing: list[str] = []
+        for i in stopped:
+            for mapping in i.get("BlockDeviceMappings") or []:
+                volume = (mapping.get("Ebs") or {}).get("VolumeId")
+                if volume in known:
+                    storage[i["InstanceId"]] = storage.get(i["InstanceId"], 0.0) + known[volume]
+                elif volume:
+                    missing.append(i["InstanceId"])
+        for ids in chunks(sorted(set(missing))):
             filters = [{"Name": "attachment.instance-id", "Values": ids}]
             for v in self.pages("ec2", "describe_volumes", "Volumes", Filters=filters):
                 price = v.get("Size", 0) * self.prices.aws(self.scope, f"ebs:{v.get('VolumeType', 'gp2')}")

@@ -52,8 +52,15 @@ def later(days: float) -> str:
     return (NOW + timedelta(days=days)).isoformat()
 
 
-def purge(ec2: Any, elb: Any) -> None:
-    """Leave the test's region empty (moto's state outlives test runs)."""
+def purge(ec2: Any, elb: Any, s3: Any) -> None:
+    """Leave the test's region empty (moto's state outlives test runs), and drop earlier runs' buckets."""
+    for bucket in s3.list_buckets().get("Buckets", []):
+        if bucket["Name"].startswith("cost-test-"):
+            for upload in s3.list_multipart_uploads(Bucket=bucket["Name"]).get("Uploads", []):
+                s3.abort_multipart_upload(
+                    Bucket=bucket["Name"], Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+            s3.delete_bucket(Bucket=bucket["Name"])
     for lb in elb.describe_load_balancers().get("LoadBalancers", []):
         elb.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
     ids = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
@@ -154,7 +161,7 @@ def estate(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_pat
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         e = Estate(sandbox_env, region, cluster, kubeconfig, policies)
-        purge(e.ec2, e.elb)
+        purge(e.ec2, e.elb, e.s3)
         yield e
 
 
@@ -380,3 +387,34 @@ def test_every_aws_policy_finds_its_resources(
     assert by_policy["elb-no-targets"] == {lb["LoadBalancerArn"]}
     assert by_policy["s3-incomplete-multipart"] == {f"s3://{bucket}/half/done.bin?uploadId={upload}"}
     assert report.monthly_savings_usd.found > 0
+
+
+def test_the_sandbox_estate_dry_run_finds_every_policy_and_changes_nothing(
+    sandbox_env: dict[str, str],
+) -> None:
+    """What `scaleops demo` runs: the sandbox's own settings, its seeded AWS estate and cluster."""
+    assert sandbox_env["SCALEOPS_COST__KUBECONFIG"] and sandbox_env["SCALEOPS_COST__REGIONS"]
+    from scaleops.sandbox.cost_estate import ESTATE_REGION
+
+    settings = load_settings()
+    scope = AwsScope(
+        ESTATE_REGION,
+        settings.cost.aws_endpoint_url,
+        sandbox_env["SCALEOPS_COST__ACCESS_KEY_ID"],
+        sandbox_env["SCALEOPS_COST__SECRET_ACCESS_KEY"],
+    )
+    ec2 = scope.client("ec2")
+
+    def describe() -> Any:
+        return (
+            sorted((v["VolumeId"], str(v.get("Tags"))) for v in ec2.describe_volumes()["Volumes"]),
+            sorted(a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]),
+        )
+
+    before = describe()
+    report = run(as_of=later(100))
+    assert report.dry_run and report.ok, report.problems
+    by_policy = {p.name: p.found for p in report.policies}
+    assert all(by_policy.values()) and len(by_policy) == 12, by_policy
+    assert {"protected", "would-mark"} <= {f.state for f in report.findings}
+    assert describe() == before
