@@ -167,6 +167,9 @@ def duty(
             if result.status != "ok":
                 log = run_logger().warning if result.status == "warnings" else run_logger().error
                 log("%s", state_message(result))
+            elif result.nothing_to_report():
+                run_logger().info("%s: nothing to do, nothing wrong (no artifact, no event)", name)
+                return result
             publish_report(
                 result,
                 namespace=namespace,

@@ -112,6 +112,11 @@ class DutyReport(BaseModel):
         """Rows for a table artifact, or None for no table."""
         return None
 
+    def nothing_to_report(self) -> bool:
+        """True when a frequent run found nothing to do and nothing wrong: it publishes no artifact and
+        no event (one log line), so the events feed is not drowned."""
+        return False
+
 
 class ProblemsFound(Exception):
     """A duty ran and found error-severity problems. Its flow run ends Failed ("Problems found") with

@@ -32,6 +32,11 @@ class L2PostingReport(DutyReport):
     def table(self) -> list[dict[str, Any]]:
         return [c.model_dump(exclude={"batch_hashes", "problems"}) for c in self.chains.values()]
 
+    def nothing_to_report(self) -> bool:
+        """The every-5-minutes run found no operation pending and did nothing on any chain."""
+        quiet = ("ops_posted", "batches", "txs", "failed", "pending", "fee_capped", "reorged", "bumped")
+        return self.ok and not any(getattr(c, f) for c in self.chains.values() for f in quiet)
+
     def record_chain(self, name: str, result: ChainReport) -> None:
         self.chains[name] = result
         for problem in result.problems:

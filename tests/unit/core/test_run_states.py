@@ -83,3 +83,17 @@ def test_failure_hook_stays_silent_for_runs_that_published_their_own_outcome(mon
 
     hook(None, None, Raised())
     assert sent == ["scaleops.backup.failed"]
+
+
+def test_an_idle_l2_run_publishes_nothing_but_a_busy_or_failing_one_does() -> None:
+    from tasks.l2.poster import ChainReport
+    from tasks.l2.report import L2PostingReport
+
+    idle = L2PostingReport(chains={"optimism": ChainReport(chain="optimism", kind="evm")})
+    assert idle.nothing_to_report()
+    busy = L2PostingReport(chains={"optimism": ChainReport(chain="optimism", kind="evm", pending=3)})
+    assert not busy.nothing_to_report()
+    failing = L2PostingReport(chains={"optimism": ChainReport(chain="optimism", kind="evm")})
+    failing.problem("optimism: nonce taken")
+    assert not failing.nothing_to_report()
+    assert not DutyReport(duty="x").nothing_to_report()  # other duties always publish
