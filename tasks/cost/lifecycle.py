@@ -9,7 +9,7 @@ no longer matches: unmarked), `changed` (changed or vanished between the filter 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -107,9 +107,13 @@ def run_policy(
     dry_run: bool,
     remaining: int,
     protected_namespaces: Collection[str] = (),
+    record: Callable[[list[AuditRow]], None] | None = None,
 ) -> PolicyResult:
     """Find, classify, mark, unmark and act for one policy in one scope; act at most `remaining` times
-    (the smaller of what is left of the run's and the policy's caps)."""
+    (the smaller of what is left of the run's and the policy's caps).
+
+    `record` writes audit rows as they happen: after the marks, after the unmarks, and after each
+    action (so a crash loses at most the row of the action in flight); if it fails, acting stops."""
     stats = PolicyStats(name=policy.name, resource=policy.resource, action=policy.action)
     result = PolicyResult(stats)
     markable = type(resource).markable
@@ -139,6 +143,14 @@ def run_policy(
             AuditRow(policy.name, policy.resource, item.id, item.where, item.what, action, detail)
         )
 
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        if record is not None and len(result.audit) > written:
+            record(result.audit[written:])
+            written = len(result.audit)
+
     for item, _finding in by_state.get("protected", []):
         stats.skipped_protected += 1
         if not dry_run:
@@ -152,6 +164,7 @@ def run_policy(
             finding.state, finding.due = "marked", due.isoformat()
             audit(item, "mark", mark_value(policy.action, due))
     stats.marked = len(new) + len(by_state.get("marked", []))
+    flush()
 
     back = by_state.get("back-in-use", [])
     if back and not dry_run:
@@ -159,6 +172,7 @@ def run_policy(
         for item, _finding in back:
             audit(item, "unmark", "no longer matches the policy")
     stats.unmarked = len(back)
+    flush()
 
     due_items = by_state.get("due", [])
     if dry_run or not due_items:
@@ -173,6 +187,7 @@ def run_policy(
             finding.state, finding.detail = "changed", "vanished" if now is None else "no longer due"
             stats.skipped_changed += 1
             audit(item, "skip-changed", finding.detail)
+            flush()
             continue
         try:
             finding.detail = resource.act(now, policy)
@@ -189,4 +204,5 @@ def run_policy(
             finding.state = "acted"
             stats.acted += 1
             audit(item, policy.action, finding.detail)
+        flush()
     return result

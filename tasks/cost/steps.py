@@ -109,18 +109,29 @@ def apply_policy(
     as_of: datetime,
     dry_run: bool,
     remaining: int,
+    run_id: str | None = None,
 ) -> PolicyResult:
-    """One policy in one region or cluster: find, mark, unmark, act (at most `remaining` times)."""
+    """One policy in one region or cluster: find, mark, unmark, act (at most `remaining` times),
+    each change's audit row written as it happens (a dry run changes and writes nothing)."""
     prices = load_prices(settings.cost.prices)
     resource = make_resource(policy, scope, prices)
-    return run_policy(
-        resource,
-        policy,
-        as_of,
-        dry_run=dry_run,
-        remaining=remaining,
-        protected_namespaces=settings.cost.protected_namespaces,
-    )
+    options: dict[str, Any] = {
+        "dry_run": dry_run,
+        "remaining": remaining,
+        "protected_namespaces": settings.cost.protected_namespaces,
+    }
+    if dry_run:
+        return run_policy(resource, policy, as_of, **options)
+    from scaleops.core.clients import postgres_connect
+    from tasks.cost.audit import write_rows
+
+    with postgres_connect(settings) as conn:
+
+        def record(rows: list[AuditRow]) -> None:
+            write_rows(conn, rows, as_of, run_id)
+            conn.commit()
+
+        return run_policy(resource, policy, as_of, record=record, **options)
 
 
 def prepare_audit(settings: Settings) -> None:
@@ -130,15 +141,6 @@ def prepare_audit(settings: Settings) -> None:
 
     with postgres_connect(settings) as conn:
         ensure_schema(conn)
-
-
-@io_task(task_run_name="cost-audit")
-def record_audit(settings: Settings, rows: list[AuditRow], as_of: datetime, run_id: str | None) -> int:
-    from scaleops.core.clients import postgres_connect
-    from tasks.cost.audit import write_rows
-
-    with postgres_connect(settings) as conn:
-        return write_rows(conn, rows, as_of, run_id)
 
 
 def run_all(
@@ -158,11 +160,11 @@ def run_all(
             remaining = min(max_actions - report.acted, cap - report.acted_by(policy.name))
             name = scope.region if isinstance(scope, AwsScope) else scope.name
             try:
-                result = apply_policy(settings, policy, scope, name, as_of, dry_run, max(remaining, 0))
+                result = apply_policy(
+                    settings, policy, scope, name, as_of, dry_run, max(remaining, 0), run_id
+                )
             except Exception as exc:  # one region or cluster failing never hides the others
                 report.stats(policy.name, policy.resource, policy.action).errors += 1
                 report.problem(f"{policy.name} in {name}: {type(exc).__name__}: {exc}")
                 continue
             report.add(result)
-            if not dry_run and result.audit:
-                record_audit(settings, result.audit, as_of, run_id)

@@ -151,3 +151,37 @@ def test_ages_are_measured_to_as_of() -> None:
     vols = FakeVolumes([volume("vol-1")])
     (finding,) = run(vols, day(10), dry_run=True).findings
     assert finding.age_days == 10.0 and finding.monthly_usd == 8.0
+
+
+def test_audit_rows_are_recorded_as_they_happen_and_a_failing_record_stops_acting() -> None:
+    vols = FakeVolumes([volume("vol-a"), volume("vol-b")])
+    batches: list[list[str]] = []
+    run_policy(
+        vols,
+        POLICY,
+        day(8),
+        dry_run=False,
+        remaining=10,
+        record=lambda rows: batches.append([r.action for r in rows]),
+    )
+    assert batches == [["mark", "mark"]]
+    batches.clear()
+    run_policy(
+        vols,
+        POLICY,
+        day(20),
+        dry_run=False,
+        remaining=10,
+        record=lambda rows: batches.append([r.action for r in rows]),
+    )
+    assert batches == [["delete"], ["delete"]]  # one write per action, right after it
+
+    vols = FakeVolumes([volume("vol-c"), volume("vol-d")])
+    run(vols, day(8))
+
+    def broken(rows: object) -> None:
+        raise ConnectionError("audit database gone")
+
+    with pytest.raises(ConnectionError):
+        run_policy(vols, POLICY, day(20), dry_run=False, remaining=10, record=broken)
+    assert len(vols.items) == 1  # the first action happened, its row failed, nothing more was done
