@@ -1,14 +1,20 @@
 """Capacity forecasting on real public series: scaleops' forecaster beside bare statsforecast.
 
-For every NAB realKnownCause series (../shared/data/nab-realKnownCause, or --data DIR), up to
-`--windows` held-out days at the end of the series that contain no labelled anomaly window: train on
+For every NAB realKnownCause series (../shared/data/nab-realKnownCause, or --data DIR), repaired as
+`scaleops forecast` repairs it (tasks/capacity/repair.py), up to `--windows` held-out days at the end of
+the series that contain no labelled anomaly window and at most a fifth of interpolated points: train on
 the (at most `--max-points`) points before the origin, forecast one day, and score
 - MASE (scale: in-sample one-step naive MAE) of scaleops' choice, of naive, of seasonal naive (daily),
 - 80%-interval coverage of scaleops' calibrated interval,
 - seconds per series, beside bare statsforecast (one `StatsForecast.forecast` of MSTL with a daily
   season and an AutoETS trend, level 80, on the same training data: what an expert would write first).
 
-`python -m bench forecast` or `.venv/bin/python bench/forecast.py [--data DIR] [--windows N]`.
+The summary gives the issue's goal metrics: share of windows at or below the better baseline, median
+MASE ratio to it, 80% coverage. `--cli RUNS` also times `scaleops forecast` on the 4,032-point
+ec2_request_latency file (new process per run, /usr/bin/time -v); `--synthetic N [--workers W]` times only
+the flow's per-series work (repair, great-expectations, CV forecast) on N synthetic hourly series.
+
+`python -m bench forecast` or `.venv/bin/python bench/forecast.py [--data DIR] [--windows N] [--cli 3]`.
 """
 
 from __future__ import annotations
@@ -60,30 +66,33 @@ ANOMALY_WINDOWS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def load_regular(path: Path) -> tuple[pd.Series, float]:
-    """The series on a regular grid at its median step (gaps linearly interpolated)."""
-    from tasks.capacity.models import epoch_seconds, infer_step
+def load_regular(path: Path) -> tuple[pd.Series, float, np.ndarray]:
+    """The series as `scaleops forecast` sees it: read, repaired (sort, merge duplicates, DST, snap,
+    fill gaps up to a day, cut at a longer one); returns it, its step and which points were filled."""
+    from tasks.capacity.repair import min_points_for, repair_series, robust_step
+    from tasks.capacity.sources.files import read_series_csv
 
-    frame = pd.read_csv(path, parse_dates=["timestamp"])
-    frame = frame.drop_duplicates("timestamp").sort_values("timestamp")
-    seconds = np.asarray(epoch_seconds(frame["timestamp"]))
-    step = infer_step(seconds)
-    series = frame.set_index("timestamp")["value"].astype(float)
-    regular = series.resample(pd.Timedelta(seconds=step)).mean().interpolate(limit_direction="both")
-    return regular, step
+    stamps, values = read_series_csv(path)
+    fixed = repair_series(stamps, values, min_points=min_points_for(robust_step(stamps)))
+    index = pd.to_datetime(fixed.timestamps, unit="s")
+    return pd.Series(fixed.values, index=index), fixed.step_seconds, fixed.filled
 
 
 def overlaps(start: pd.Timestamp, end: pd.Timestamp, windows: list[tuple[str, str]]) -> bool:
     return any(start <= pd.Timestamp(b) and pd.Timestamp(a) <= end for a, b in windows)
 
 
-def held_out(series: pd.Series, h: int, name: str, count: int) -> list[int]:
-    """Origins (index of the first held-out point), newest first, one day apart, anomaly-free."""
+def held_out(series: pd.Series, h: int, name: str, count: int, filled: np.ndarray) -> list[int]:
+    """Origins (index of the first held-out point), newest first, one day apart, anomaly-free, and with
+    at most a fifth of the held-out day interpolated by the repair (scored against what happened)."""
     origins: list[int] = []
     origin = len(series) - h
     while origin > h and len(origins) < count:
         start, end = series.index[origin], series.index[min(origin + h, len(series)) - 1]
-        if not overlaps(start, end, ANOMALY_WINDOWS.get(name, [])):
+        if (
+            not overlaps(start, end, ANOMALY_WINDOWS.get(name, []))
+            and filled[origin : origin + h].mean() <= 0.2
+        ):
             origins.append(origin)
         origin -= h
     return origins
@@ -114,10 +123,10 @@ def run(data: Path, windows: int, max_points: int) -> list[dict[str, object]]:
     warmed = False
     for path in sorted(data.glob("*.csv")):
         name = path.stem
-        series, step = load_regular(path)
+        series, step, filled = load_regular(path)
         h = max(1, round(DAY / step))
         daily = h if h >= 2 else 0
-        for origin in held_out(series, h, name, windows):
+        for origin in held_out(series, h, name, windows, filled):
             train = series.iloc[max(0, origin - max_points) : origin]
             actual = series.iloc[origin : origin + h].to_numpy()
             y = train.to_numpy()
@@ -172,8 +181,15 @@ def summarise(rows: list[dict[str, object]]) -> str:
     better = frame[["mase_naive", "mase_snaive"]].min(axis=1)
     at_or_below = int((frame["mase"] <= better + 1e-9).sum())
     within_5pct = int((frame["mase"] <= better * 1.05).sum())
+    ratio = frame["mase"] / better
+    per_series = frame.assign(better=better).groupby("series")[["mase", "better"]].mean()
+    series_below = int((per_series["mase"] <= per_series["better"] + 1e-9).sum())
     lines = [
         f"windows: {len(frame)} held-out days on {frame['series'].nunique()} series",
+        f"goal metrics: at or below the better baseline on {at_or_below / len(frame):.0%} of windows "
+        f"({series_below}/{len(per_series)} series on their mean), median MASE ratio to the better baseline "
+        f"{ratio.median():.3f} (mean {ratio.mean():.3f}), 80% coverage {frame['cov80'].mean():.3f}",
+        "models chosen: " + ", ".join(f"{m} {c}" for m, c in frame["model"].value_counts().items()),
         f"median MASE: scaleops {frame['mase'].median():.3f}, naive {frame['mase_naive'].median():.3f}, "
         f"seasonal naive {frame['mase_snaive'].median():.3f}, bare statsforecast MSTL "
         f"{frame['mase_bare'].median():.3f}",
@@ -197,12 +213,92 @@ def summarise(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def cli_run(path: Path, runs: int) -> str:
+    """`scaleops forecast` on one file as a user runs it: a new process each time, under /usr/bin/time -v
+    (wall, CPU, peak RSS); the first run also fills numba's on-disk cache."""
+    import re
+    import subprocess
+    import tempfile
+
+    scaleops = ROOT / ".venv" / "bin" / "scaleops"
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            done = subprocess.run(
+                ["/usr/bin/time", "-v", str(scaleops), "forecast", "--input", str(path), "--horizon", "1d"]
+                + ["--output", f"{tmp}/o.csv"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            fields = dict(re.findall(r"^\s*(.+?): (.+)$", done.stderr, re.MULTILINE))
+            wall = fields.get("Elapsed (wall clock) time (h:mm:ss or m:ss)", "?")
+            cpu = float(fields.get("User time (seconds)", "nan")) + float(
+                fields.get("System time (seconds)", "nan")
+            )
+            rss = int(fields.get("Maximum resident set size (kbytes)", "0")) / 1024
+            lines.append(
+                f"cli run {i + 1}: exit {done.returncode}, wall {wall}, cpu {cpu:.2f}s, peak {rss:.0f} MB"
+            )
+    return "\n".join(lines)
+
+
+def synthetic_run(count: int, workers: int) -> str:
+    """The flow's per-series work (repair, great-expectations suite, CV forecast in `workers` processes)
+    on `count` synthetic hourly series of 28 days (the default lookback), without Prefect."""
+    from scaleops.core.settings import CapacitySettings, SeriesSettings
+    from tasks.capacity.analysis import validate_and_forecast
+    from tasks.capacity.models import SeriesData
+
+    rng = np.random.default_rng(0)
+    end = 1_800_000_000.0
+    n = 28 * 24
+    t = end - (n - 1 - np.arange(n)) * 3600.0
+    specs, fetched = [], []
+    for i in range(count):
+        level, growth, amp = rng.uniform(20, 60), rng.uniform(-0.02, 0.05), rng.uniform(2, 10)
+        v = level + growth * np.arange(n) + amp * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 1, n)
+        keep = rng.random(n) > 0.01  # a few scrape gaps
+        specs.append(SeriesSettings(name=f"s{i}", source="csv", path=Path("x.csv"), threshold=100))
+        fetched.append(
+            SeriesData(f"s{i}", timestamps=t[keep].tolist(), values=v[keep].tolist(), step_seconds=3600)
+        )
+    import datetime as dt
+
+    settings = CapacitySettings(workers=workers)
+    started, cpu = time.perf_counter(), time.process_time()
+    results, _ = validate_and_forecast(
+        specs,
+        fetched,
+        as_of=dt.datetime.fromtimestamp(end, dt.UTC),
+        horizon_seconds=30 * 86400,
+        capacity=settings,
+        charts=False,
+    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    ok = sum(r.status in ("ok", "breach-within-lead-time") for r in results)
+    return (
+        f"synthetic: {count} hourly series of 28 days, {workers} workers: {ok} forecast, wall {wall:.1f}s "
+        f"({wall / count:.3f}s per series; parent-process CPU {cpu:.1f}s, workers not counted)"
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/forecast.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--windows", type=int, default=3, help="held-out days per series")
     parser.add_argument("--max-points", type=int, default=4000)
+    parser.add_argument(
+        "--cli", type=int, default=0, metavar="RUNS", help="also time `scaleops forecast` RUNS times"
+    )
+    parser.add_argument(
+        "--synthetic", type=int, default=0, metavar="N", help="only time the flow's work on N series"
+    )
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.synthetic:
+        print(synthetic_run(args.synthetic, args.workers))
+        return 0
     if not args.data.is_dir():
         print(f"no data at {args.data}: pass --data DIR with NAB realKnownCause CSVs", file=sys.stderr)
         return 2
@@ -211,6 +307,8 @@ def main(argv: list[str]) -> int:
         print("no held-out window found", file=sys.stderr)
         return 1
     print(summarise(rows))
+    if args.cli:
+        print(cli_run(args.data / "ec2_request_latency_system_failure.csv", args.cli))
     return 0 if not math.isnan(float(pd.DataFrame(rows)["mase"].mean())) else 1
 
 

@@ -1,10 +1,13 @@
 """Forecasting as plain functions (no Prefect, no scaleops settings): regular series in, forecast out.
 
 `forecast_series(values, step_seconds, horizon)` chooses a model per series by rolling-origin
-cross-validation among naive, seasonal naive (daily), MSTL (daily + weekly seasons, non-seasonal ETS
-trend) and non-seasonal ETS, then calibrates 80% and 95% intervals on the cross-validation residuals
-(split-conformal on absolute errors, per horizon bucket), so the intervals are as wide as the errors
-this model really made on this series, not as wide as its textbook assumptions say.
+cross-validation among naive, seasonal naive (daily), seasonal median (the median of the last cycles at
+the level of the last quarter cycle: robust to one odd day and to a level shift), weekly naive (sub-daily
+series with two weeks), MSTL (daily + weekly seasons, non-seasonal ETS trend), non-seasonal ETS, and the
+mean of the two best of these (its CV residuals are the mean of theirs, so it costs no extra fit), then
+calibrates 80% and 95% intervals on the cross-validation residuals (split-conformal on absolute errors,
+per horizon bucket), so the intervals are as wide as the errors this model really made on this series,
+not as wide as its textbook assumptions say.
 
 Speed: statsmodels' STL (inside statsforecast's MSTL) is slow with long seasons (a weekly season at
 5-minute resolution takes ~10 s per fit), so the smooth models (MSTL, ETS) run on the series averaged
@@ -35,7 +38,9 @@ os.environ.setdefault("NIXTLA_NUMBA_CACHE", "1")
 
 DAY = 86_400
 WEEK = 7 * DAY
-MODELS = ("naive", "seasonal_naive", "mstl", "ets")
+MODELS = ("naive", "seasonal_naive", "seasonal_median", "weekly_naive", "mstl", "ets")
+SEASONAL_MEDIAN_CYCLES = 4  # cycles whose median makes the seasonal profile
+ENSEMBLE = "+"  # "mstl+ets": the mean of the two best candidates' forecasts, itself a CV candidate
 LEVELS = (80, 95)
 CV_WINDOWS = 4
 MAX_BUCKETS_PER_DAY = 48
@@ -176,21 +181,49 @@ def _smooth_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.
     return _upsample(float(ya[-1]), mean, k, h)
 
 
+def seasonal_median(y: np.ndarray, h: int, season: int) -> np.ndarray:
+    """Seasonal naive with a robust level: the median of the last few cycles at each phase (one odd day
+    or spike does not repeat), moved to the median level of the last quarter cycle (a level shift is
+    followed at once, not averaged away)."""
+    cycles = max(1, min(SEASONAL_MEDIAN_CYCLES, y.size // season))
+    profile = np.median(y[y.size - cycles * season :].reshape(cycles, season), axis=0)
+    recent = max(1, season // 4)
+    level = float(np.median(y[-recent:] - profile[-recent:]))
+    return np.resize(profile, h).astype(float) + level
+
+
 def point_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.ndarray:
-    """Mean forecast of `model` for the `h` steps after `y` (native step)."""
+    """Mean forecast of `model` for the `h` steps after `y` (native step); `a+b` is the mean of two."""
+    if ENSEMBLE in model:
+        first, second = model.split(ENSEMBLE, 1)
+        return (point_forecast(first, y, h, seasons) + point_forecast(second, y, h, seasons)) / 2
     if model == "naive":
         return np.full(h, float(y[-1]))
     if model == "seasonal_naive":
         cycle = y[-(seasons.daily or seasons.weekly) :]
         return np.resize(cycle, h).astype(float)
+    if model == "seasonal_median":
+        return seasonal_median(y, h, seasons.daily or seasons.weekly)
+    if model == "weekly_naive":  # sub-daily series with two weeks of history: last week's same hour
+        return np.resize(y[-seasons.weekly :], h).astype(float)
     if model in ("mstl", "ets"):
         return _smooth_forecast(model, y, h, seasons)
     raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
 
 
+SEASONAL = ("seasonal_naive", "seasonal_median", "weekly_naive", "mstl")
+
+
+def is_seasonal(model: str) -> bool:
+    """A seasonal model, or an ensemble with one."""
+    return any(part in SEASONAL for part in model.split(ENSEMBLE))
+
+
 def candidates(seasons: Seasons) -> list[str]:
-    if seasons.daily or seasons.weekly:
+    if seasons.daily and seasons.weekly:
         return list(MODELS)
+    if seasons.daily or seasons.weekly:
+        return [m for m in MODELS if m != "weekly_naive"]
     return ["naive", "ets"]
 
 
@@ -271,9 +304,12 @@ def forecast_series(
     models: Sequence[str] | None = None,
     bounds: tuple[float | None, float | None] | None = None,
     windows: int = CV_WINDOWS,
+    ensemble: bool = True,
 ) -> Forecast:
-    """Choose a model by rolling-origin CV (lowest MAE), refit it on everything, forecast `horizon` steps
-    with 80%/95% intervals calibrated on the CV residuals; clip to `bounds`."""
+    """Choose a model by rolling-origin CV (lowest MAE) among the candidates and the mean of the two best
+    (`ensemble`), refit it on everything, forecast `horizon` steps with 80%/95% intervals calibrated on
+    the CV residuals; clip to `bounds`. The naive forecasts are candidates: on the CV windows the choice
+    is never worse than them."""
     y = np.asarray(values, dtype=float)
     if y.ndim != 1 or y.size < 16:
         raise ForecastError(f"need at least 16 points, got {y.size}")
@@ -293,7 +329,14 @@ def forecast_series(
             rows.append(y[origin : origin + cv_h] - point_forecast(model, y[:origin], cv_h, seasons))
         residuals[model] = np.vstack(rows)
     cv_mae = {m: float(np.mean(np.abs(r))) for m, r in residuals.items()}
-    best = min(pool, key=lambda m: (cv_mae[m], MODELS.index(m)))
+    if ensemble and len(pool) >= 2:
+        # the two best candidates' mean forecast has the mean of their residuals: it costs no fit
+        first, second = sorted(pool, key=lambda m: (cv_mae[m], MODELS.index(m)))[:2]
+        pair = ENSEMBLE.join(sorted((first, second), key=MODELS.index))
+        residuals[pair] = (residuals[first] + residuals[second]) / 2
+        cv_mae[pair] = float(np.mean(np.abs(residuals[pair])))
+    # lowest CV MAE; on a tie the simpler model (single before ensemble, in MODELS order)
+    best = min(cv_mae, key=lambda m: (cv_mae[m], ENSEMBLE in m, MODELS.index(m.split(ENSEMBLE)[0])))
     scale = float(np.mean(np.abs(np.diff(y[:min_train])))) or 1.0
     mean = point_forecast(best, y, horizon, seasons)
     lo: dict[int, np.ndarray] = {}
@@ -322,7 +365,12 @@ def forecast_series(
     )
 
 
-MODEL_NAMES = {"naive": "naive", "seasonal_naive": "seasonal naive"}
+MODEL_NAMES = {
+    "naive": "naive",
+    "seasonal_naive": "seasonal naive",
+    "seasonal_median": "seasonal median",
+    "weekly_naive": "weekly naive",
+}
 
 
 def explain(fc: Forecast) -> str:

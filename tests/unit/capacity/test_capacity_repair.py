@@ -220,3 +220,33 @@ def test_a_drifting_clock_is_still_the_five_minute_step() -> None:
     fixed = repair_series(drifting, v)
     assert fixed.step_seconds == STEP and fixed.values.size == 400 and fixed.repairs.points_filled == 0
     assert np.array_equal(fixed.values, v)
+
+
+def test_report_says_why_the_model_won_and_what_was_repaired_and_charts_the_repairs() -> None:
+    from datetime import UTC, datetime
+
+    from tasks.capacity.charts import forecast_chart
+    from tasks.capacity.models import explain
+    from tasks.capacity.report import CapacityReport, SeriesResult
+
+    t, v = daily(3 * DAY_STEPS)
+    keep = np.ones(t.size, bool)
+    keep[100:140] = False
+    fixed = repair_series(t[keep], v[keep])
+    fc = forecast_series(fixed.values, STEP, 48)
+    why = explain(fc)
+    assert why.startswith(f"{fc.model}: lowest CV MAE") and "naive" in why and "seasonal naive" in why
+    result = SeriesResult(
+        name="cpu", source="csv", threshold=90, model=fc.model, why=why, repairs=fixed.repairs.as_dict()
+    )
+    report = CapacityReport(as_of=datetime(2026, 1, 1, tzinfo=UTC), series=[result])
+    text = report.markdown(None)  # type: ignore[arg-type]
+    assert f"- model: {why}" in text
+    assert "- repairs: points filled 40" in text
+    assert report.table()[0]["repairs"] == 40
+    frame = fc.frame(pd.Timestamp(fixed.timestamps[-1], unit="s", tz="UTC"), STEP)
+    plain = forecast_chart(fixed.timestamps, fixed.values, frame, threshold=90, title="cpu")
+    marked = forecast_chart(
+        fixed.timestamps, fixed.values, frame, threshold=90, title="cpu", filled=fixed.filled
+    )
+    assert marked.startswith(b"\x89PNG") and marked != plain  # the repaired points are drawn
