@@ -49,7 +49,7 @@ def backfill(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from scaleops.cli.console import EXIT_FAILED, EXIT_PROBLEMS, err, load_cli_settings, out
+    from scaleops.cli.console import EXIT_FAILED, EXIT_PROBLEMS, err, fail, load_cli_settings, out
     from scaleops.cli.runner import BadInput, parse_params
     from scaleops.ops.backfill import (
         FAILED,
@@ -121,7 +121,9 @@ def backfill(
             elif not to_create:
                 err.print("nothing to create: every partition is done or in progress")
             return
-        if not yes and sys.stdin.isatty() and not typer.confirm(f"create {len(to_create)} flow run(s)?"):
+        if not yes and not sys.stdin.isatty():  # nobody to ask: create nothing rather than assume yes
+            raise fail(f"--yes: {len(to_create)} flow run(s) would be created; pass --yes to create them")
+        if not yes and not typer.confirm(f"create {len(to_create)} flow run(s)?"):
             raise typer.Exit(EXIT_FAILED)
 
         progress = Progress(
