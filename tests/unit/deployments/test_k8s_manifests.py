@@ -22,8 +22,11 @@ MANIFEST_FILES = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomi
 DOCS: list[tuple[str, dict[str, Any]]] = [
     (name, doc) for name in MANIFEST_FILES for doc in yaml.safe_load_all((K8S / name).read_text()) if doc
 ]
+# one-off Jobs (created per upgrade, not applied with the rest)
+JOBS: list[dict[str, Any]] = [yaml.safe_load(p.read_text()) for p in sorted((K8S / "jobs").glob("*.yaml"))]
 NAMESPACE = KUSTOMIZATION["namespace"]
 TEMPLATE = json.loads((K8S / "base-job-template.json").read_text())
+TEMPLATE_SECRET = TEMPLATE["variables"]["properties"]["secret_name"]["default"]
 
 
 def objects(kind: str) -> dict[str, dict[str, Any]]:
@@ -48,7 +51,11 @@ def test_kustomization_lists_every_file() -> None:
     assert {p.name for p in K8S.iterdir() if p.is_file()} == listed
 
 
-@pytest.mark.parametrize("doc", [d for _, d in DOCS], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize(
+    "doc",
+    [d for _, d in DOCS] + JOBS,
+    ids=lambda d: f"{d['kind']}/{d['metadata'].get('name') or d['metadata']['generateName']}",
+)
 def test_manifest_validates_against_the_schemas(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     model = ApiClient()._ApiClient__deserialize(doc, f"V1{doc['kind']}")  # type: ignore[attr-defined]
@@ -67,9 +74,15 @@ def test_the_validation_catches_a_broken_manifest() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("name", sorted(objects("Deployment")))
+def pod_specs() -> dict[str, dict[str, Any]]:
+    pods = {name: pod_spec(name) for name in objects("Deployment")}
+    pods.update({job["metadata"]["generateName"]: job["spec"]["template"]["spec"] for job in JOBS})
+    return pods
+
+
+@pytest.mark.parametrize("name", sorted(pod_specs()))
 def test_workloads_are_locked_down_and_sized(name: str) -> None:
-    pod = pod_spec(name)
+    pod = pod_specs()[name]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] >= 1000
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["serviceAccountName"] in objects("ServiceAccount")
@@ -162,6 +175,15 @@ def test_the_job_template_runs_in_this_namespace_as_its_service_account() -> Non
         ].rsplit(":", 1)[0]
         in images
     )
+
+
+def test_the_migration_job_runs_scaleops_db_migrate_with_the_flows_settings() -> None:
+    (job,) = JOBS
+    assert job["metadata"]["namespace"] == NAMESPACE and job["spec"]["backoffLimit"] <= 1
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["scaleops", "db", "migrate"]
+    assert container["envFrom"] == [{"secretRef": {"name": TEMPLATE_SECRET}}]
+    assert container["image"].rsplit(":", 1)[0] in {image["name"] for image in KUSTOMIZATION["images"]}
 
 
 def test_the_rendered_flow_run_job_validates() -> None:
