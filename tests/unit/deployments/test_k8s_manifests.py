@@ -148,6 +148,10 @@ def test_the_worker_may_create_jobs_in_its_namespace_only() -> None:
     jobs = [r for r in role["rules"] if "jobs" in r["resources"]]
     assert jobs and jobs[0]["apiGroups"] == ["batch"] and "create" in jobs[0]["verbs"]
     assert not objects("ClusterRole") and not objects("ClusterRoleBinding")
+    # with a namespaced Role the worker must not watch cluster-wide nor read kube-system
+    variables = env(pod["containers"][0])
+    assert variables["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == NAMESPACE
+    assert variables["PREFECT_KUBERNETES_CLUSTER_UID"]
 
 
 def test_the_worker_reads_the_generated_job_template() -> None:
