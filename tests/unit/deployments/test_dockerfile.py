@@ -179,3 +179,18 @@ def test_everything_that_writes_writes_under_tmp() -> None:
     for variable in ("HOME", "PREFECT_HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR"):
         match = re.search(rf"\b{variable}=(\S+)", env)
         assert match and match.group(1).startswith("/tmp"), variable  # noqa: S108
+
+
+def test_the_build_context_keeps_what_the_dockerfile_copies() -> None:
+    """deployments/Dockerfile.dockerignore (BuildKit's per-Dockerfile ignore file) excludes everything but
+    the paths the Dockerfile copies: each COPY source must be re-included."""
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    kept = [line[1:].removesuffix("/**") for line in ignore if line.startswith("!")]
+    assert "**" in ignore
+    for stage in STAGES:
+        for copy in stage.args("COPY"):
+            words = copy.split()
+            if words[0].startswith("--from="):
+                continue
+            for source in words[:-1]:
+                assert any(source == k or source.startswith(k + "/") for k in kept), source
