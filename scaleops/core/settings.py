@@ -302,6 +302,14 @@ class AlertsSettings(Section):
         default=60, gt=0, description="a claimed but unconfirmed emission may be claimed again after this"
     )
     dedupe_retention_days: float = Field(default=30, ge=1, description="forget alerts unseen this long")
+    header_timeout_seconds: float = Field(
+        default=10, gt=0, description="a connection must send its request headers within this"
+    )
+    keepalive_timeout_seconds: float = Field(default=5, ge=1, description="idle keep-alive connections close")
+    body_timeout_seconds: float = Field(
+        default=30, gt=0, description="the body must arrive within this (408)"
+    )
+    max_connections: int = Field(default=1000, ge=1, description="open connections at most (more: 503)")
 
 
 class AlertmanagerSettings(Section):

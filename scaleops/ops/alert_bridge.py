@@ -486,6 +486,7 @@ def create_app(
     metrics: BridgeMetrics | None = None,
     limits: PayloadLimits | None = None,
     dedupe: Dedupe | None = None,
+    body_timeout: float = 30.0,
 ) -> Starlette:
     """The ASGI app. `token=None` means insecure (no authentication): only with an explicit flag."""
     stats = metrics or BridgeMetrics()
@@ -515,7 +516,10 @@ def create_app(
                 given = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(given, expected):
                     return reject(source, "unauthorized", 401, "missing or wrong bearer token")
-            body = await read_body(request)
+            try:
+                body = await asyncio.wait_for(read_body(request), body_timeout)
+            except TimeoutError:  # a sender that trickles its body holds a connection: not for ever
+                return reject(source, "timeout", 408, f"body not received within {body_timeout:g} s")
             if body is None:
                 return reject(source, "too_large", 413, f"body larger than {max_body_bytes} bytes")
             try:
@@ -624,6 +628,93 @@ def dedupe_from_settings(settings: Settings) -> Dedupe:
     )
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a connection may take to send its request headers, stay idle between requests or send
+    its body, and how many connections may be open at once (SCALEOPS_ALERTS__*)."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        a = settings.alerts
+        return cls(
+            a.header_timeout_seconds, a.keepalive_timeout_seconds, a.body_timeout_seconds, a.max_connections
+        )
+
+
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a header-read deadline (armed while a connection waits for a
+    request's headers: at connect and after each response) and a cap on open connections (one over it
+    gets 503 and is closed). uvicorn has neither: half-sent requests held one open file each."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _timed_cycle: Any = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                transport.write(BUSY)
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(limits.header_timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_too_slow(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and self.cycle is not self._timed_cycle:  # headers are complete
+                self._timed_cycle = self.cycle
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # a keep-alive connection waits for the next request's headers
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def bridge_server(app: Any, host: str, port: int, limits: ConnectionLimits) -> Any:
+    """The uvicorn server of the bridge, with its connection limits."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=max(1, int(limits.keepalive_timeout)),
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
+        log_level="warning",
+        access_log=False,
+    )
+    return uvicorn.Server(config)
+
+
 def serve(
     *,
     host: str,
@@ -633,17 +724,18 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     settings: Settings | None = None,
 ) -> None:
-    """Run the bridge until interrupted (payload limits and dedupe from `settings`, loaded if not given)."""
-    import uvicorn
-
+    """Run the bridge until interrupted (payload, connection and dedupe settings from `settings`, loaded
+    if not given)."""
     from scaleops.core.settings import load_settings
 
     settings = settings or load_settings()
+    connections = ConnectionLimits.from_settings(settings)
     app = create_app(
         EventSink(api_url),
         token=token,
         max_body_bytes=max_body_bytes,
         limits=PayloadLimits.from_settings(settings),
         dedupe=dedupe_from_settings(settings),
+        body_timeout=connections.body_timeout,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    bridge_server(app, host, port, connections).run()

@@ -549,3 +549,90 @@ def test_deep_nesting_is_refused_before_the_parser_whatever_the_recursion_limit(
     brackets_in_strings = copy.deepcopy(ALERTMANAGER)
     brackets_in_strings["alerts"][0]["annotations"]["summary"] = "[{" * 1000 + '"\\'
     assert client.post("/alertmanager", json=brackets_in_strings, headers=AUTH).status_code == 202
+
+
+# ------------------------------------------------------------------------- issue 18.9: slow connections
+@pytest.fixture
+def live_bridge(sink: RecordingSink) -> Any:
+    """The bridge on a real socket (uvicorn with the guarded protocol), tight limits, in a thread."""
+    import socket
+    import threading
+    import time
+
+    from scaleops.ops.alert_bridge import ConnectionLimits, bridge_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    limits = ConnectionLimits(header_timeout=1.0, keepalive_timeout=1, body_timeout=1.0, max_connections=20)
+    app = create_app(sink, token=TOKEN, body_timeout=limits.body_timeout)  # type: ignore[arg-type]
+    server = bridge_server(app, "127.0.0.1", port, limits)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the bridge did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _closed_within(sock: Any, seconds: float) -> bool:
+    """Whether the server closes this socket within `seconds` (recv returns b'' or the peer resets)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_half_sent_headers_are_cut_off_and_connections_are_capped(live_bridge: int) -> None:
+    import socket
+
+    import httpx
+
+    slow = []
+    for _ in range(20):  # as many half-sent requests as the cap allows
+        sock = socket.create_connection(("127.0.0.1", live_bridge))
+        sock.sendall(b"POST /alertmanager HTTP/1.1\r\nHost: bridge\r\n")  # ... and never the rest
+        slow.append(sock)
+    extra = socket.create_connection(("127.0.0.1", live_bridge))  # one over the cap: 503 and closed
+    extra.settimeout(5)
+    assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+    extra.close()
+    # the header deadline (1 s) closes every half-sent request; then the bridge serves again
+    assert all(_closed_within(sock, 5) for sock in slow)
+    for sock in slow:
+        sock.close()
+    answer = httpx.post(f"http://127.0.0.1:{live_bridge}/alertmanager", json=ALERTMANAGER, headers=AUTH)
+    assert answer.status_code == 202
+
+
+def test_a_trickled_body_gets_408(live_bridge: int) -> None:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", live_bridge))
+    sock.sendall(
+        b"POST /alertmanager HTTP/1.1\r\nHost: bridge\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    sock.settimeout(5)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+    sock.close()
+
+
+def test_an_idle_keepalive_connection_is_closed(live_bridge: int) -> None:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", live_bridge))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+    sock.settimeout(5)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    assert _closed_within(sock, 5)  # 1 s keep-alive, then closed (and no second request's headers)
+    sock.close()
