@@ -1,11 +1,14 @@
 """Duty `preflight`: can scaleops reach everything it manages? One probe per configured system.
 
 Run it first on a new environment, after a failover, or whenever another duty fails to connect:
-it names the system that does not answer and what it answered instead.
+it names the system that does not answer, what it answered instead, and the setting to look at.
+It probes PostgreSQL (primary, replica), Redis (standalone, cluster), both S3 regions, Prometheus,
+Alertmanager, the alert bridge and every configured chain's RPC.
 """
 
 from __future__ import annotations
 
+import typing
 from datetime import datetime
 from typing import Literal
 
@@ -13,30 +16,36 @@ from scaleops.core.duties import duty
 from scaleops.core.redaction import REDACTOR
 from scaleops.core.reporting import utcnow
 from scaleops.core.settings import Settings
-from tasks.common.health import Check, postgres_health, redis_health, s3_health
+from tasks.common.health import Check, endpoint_health, postgres_health, redis_health, s3_health
 from tasks.preflight.report import PreflightReport
 
 System = Literal[
-    "postgres_primary", "postgres_replica", "redis_standalone", "redis_cluster", "s3_primary", "s3_replica"
-]
-ALL_SYSTEMS: tuple[System, ...] = (
     "postgres_primary",
     "postgres_replica",
     "redis_standalone",
     "redis_cluster",
     "s3_primary",
     "s3_replica",
-)
+    "prometheus",
+    "alertmanager",
+    "alert_bridge",
+    "chains",
+]
+ALL_SYSTEMS: tuple[System, ...] = typing.get_args(System)
 
 
-def configured_systems(settings: Settings) -> list[System]:
-    """Systems the settings point at (an unset replica or cluster is skipped, not failed)."""
-    skip = set()
-    if settings.postgres.replica_dsn is None:
-        skip.add("postgres_replica")
-    if settings.redis.cluster_url is None:
-        skip.add("redis_cluster")
-    return [s for s in ALL_SYSTEMS if s not in skip]
+def configured_systems(settings: Settings) -> list[str]:
+    """Systems the settings point at (one unset is skipped, not failed); `chains` is every chain."""
+    unset = {
+        "postgres_replica": settings.postgres.replica_dsn,
+        "redis_cluster": settings.redis.cluster_url,
+        "prometheus": settings.capacity.prometheus_url,
+        "alertmanager": settings.alertmanager.url,
+        "alert_bridge": settings.alerts.url,
+    }
+    return [s for s in ALL_SYSTEMS if unset.get(s, True) and s != "chains"] + [
+        f"chain_{name}" for name in sorted(settings.chains)
+    ]
 
 
 @duty(
@@ -44,7 +53,7 @@ def configured_systems(settings: Settings) -> list[System]:
     namespace="preflight",
     report=PreflightReport,
     summary="check that every configured system answers (PostgreSQL primary and replica, Redis, "
-    "Redis Cluster, both S3 regions)",
+    "Redis Cluster, both S3 regions, Prometheus, Alertmanager, the alert bridge, every chain RPC)",
 )
 def preflight(
     settings: Settings, systems: list[System] | None = None, as_of: datetime | None = None
@@ -52,19 +61,24 @@ def preflight(
     """Probe every configured system (or only `systems`) and report which answer.
 
     Args:
-        systems: probe only these (default: every system the settings point at).
+        systems: probe only these (default: every system the settings point at; `chains` is every chain).
         as_of: the run's clock (default now); a backfill sets it per partition.
     """
     report = PreflightReport(as_of=as_of or utcnow())
     futures = []
-    for system in systems or configured_systems(settings):
+    wanted = [s for s in systems or configured_systems(settings) if s != "chains"]
+    if systems and "chains" in systems:
+        wanted += [f"chain_{name}" for name in sorted(settings.chains)]
+    for system in wanted:
         kind, _, which = system.partition("_")
         if kind == "postgres":
             futures.append(postgres_health.submit(settings, which))
         elif kind == "redis":
             futures.append(redis_health.submit(settings, which))
-        else:
+        elif kind == "s3":
             futures.append(s3_health.submit(settings, which))
+        else:  # prometheus, alertmanager, alert_bridge, chain_<name>
+            futures.append(endpoint_health.submit(settings, system))
     for future in futures:
         check: Check = future.result()
         check.detail = REDACTOR.text(check.detail)

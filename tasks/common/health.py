@@ -1,4 +1,5 @@
-"""The shape every health probe returns, shared by the per-system modules."""
+"""Health probes: one `Check` per system (PostgreSQL, Redis, S3, HTTP endpoints, chain RPCs), a plain
+probe function per system and a thin task over it. A failed probe names the setting to look at."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
+import httpx
 
 # Imported once here: tasks run in threads, and a first import of redis from two threads fails.
 import redis.cluster  # noqa: F401
@@ -148,3 +150,65 @@ def check_bucket(settings: Settings, region: S3Region) -> Check:
 @io_task(task_run_name="s3-health-{region}")
 def s3_health(settings: Settings, region: S3Region) -> Check:
     return check_bucket(settings, region)
+
+
+# ------------------------------------------------------------------------------------------------ endpoints
+def check_http(system: str, url: str, path: str, setting: str, timeout: float = 10.0) -> Check:
+    """An HTTP service answers 2xx at `path` (Prometheus and Alertmanager `/-/ready`, the bridge
+    `/healthz`); a failure names the setting that points at it."""
+
+    def probe() -> tuple[bool, str, dict[str, Any]]:
+        try:
+            answer = httpx.get(url.rstrip("/") + path, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return False, f"{setting}: {type(exc).__name__} at {url}", {}
+        if answer.is_success:
+            return True, f"HTTP {answer.status_code}", {}
+        return False, f"{setting}: HTTP {answer.status_code} from {url}{path}", {}
+
+    return timed_check(system, url, probe)
+
+
+def check_chain(settings: Settings, name: str) -> Check:
+    """A chain's RPC answers and is the chain the settings say (EVM `eth_chainId`, Solana `getHealth`)."""
+    chain = settings.chains[name]
+    setting = f"SCALEOPS_CHAINS__{name.upper()}__RPC_URL"
+    method = "getHealth" if chain.kind == "solana" else "eth_chainId"
+
+    def probe() -> tuple[bool, str, dict[str, Any]]:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": []}
+        try:
+            answer = httpx.post(chain.rpc_url, json=body, timeout=chain.rpc_timeout_seconds).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return False, f"{setting}: {type(exc).__name__} at {chain.rpc_url}", {}
+        if "error" in answer or "result" not in answer:
+            return False, f"{setting}: {method} answered {str(answer.get('error'))[:200]}", {}
+        if chain.kind == "solana":
+            return answer["result"] == "ok", f"getHealth: {answer['result']}", {}
+        found = int(answer["result"], 16)
+        if found != chain.chain_id:
+            expected = f"SCALEOPS_CHAINS__{name.upper()}__CHAIN_ID says {chain.chain_id}"
+            return False, f"{setting}: chain id {found}, {expected}", {}
+        return True, f"chain id {found}", {"chain_id": found}
+
+    return timed_check(f"chain_{name}", f"chain {name}", probe)
+
+
+@io_task(task_run_name="endpoint-health-{system}")
+def endpoint_health(settings: Settings, system: str) -> Check:
+    """The task over the HTTP and chain probes of one system preflight names."""
+    if system.startswith("chain_"):
+        return check_chain(settings, system.removeprefix("chain_"))
+    url, path, setting = endpoint_of(settings, system)
+    return check_http(system, url, path, setting)
+
+
+def endpoint_of(settings: Settings, system: str) -> tuple[str, str, str]:
+    """(base URL, health path, setting) of an HTTP system preflight probes."""
+    if system == "prometheus":
+        return settings.capacity.prometheus_url or "", "/-/ready", "SCALEOPS_CAPACITY__PROMETHEUS_URL"
+    if system == "alertmanager":
+        return settings.alertmanager.url or "", "/-/ready", "SCALEOPS_ALERTMANAGER__URL"
+    if system == "alert_bridge":
+        return settings.alerts.url or "", "/healthz", "SCALEOPS_ALERTS__URL"
+    raise ValueError(f"systems: unknown system {system!r}")

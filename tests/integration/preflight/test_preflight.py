@@ -30,14 +30,23 @@ def test_all_systems_answer(sandbox_env: dict[str, str]) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True
     systems = {c["system"]: c for c in report["checks"]}
-    assert set(systems) == {
-        "postgres_primary",
-        "postgres_replica",
-        "redis_standalone",
-        "redis_cluster",
-        "s3_primary",
-        "s3_replica",
-    }
+    chains = {f"chain_{name.split('__')[1].lower()}" for name in sandbox_env if name.endswith("__RPC_URL")}
+    assert chains >= {"chain_optimism", "chain_arbitrum"}
+    assert (
+        set(systems)
+        == {
+            "postgres_primary",
+            "postgres_replica",
+            "redis_standalone",
+            "redis_cluster",
+            "s3_primary",
+            "s3_replica",
+            "prometheus",
+            "alertmanager",
+            "alert_bridge",
+        }
+        | chains
+    )
     assert systems["postgres_replica"]["facts"]["in_recovery"] is True
     # the password is in the environment, never in the output
     password = sandbox_env["SCALEOPS_POSTGRES__DSN"].split(":")[2].split("@")[0]
@@ -67,3 +76,16 @@ def test_bad_settings_and_bad_params_exit_2(sandbox_env: dict[str, str]) -> None
     bad_param = run_cli(sandbox_env, "run", "preflight", "--param", "systems=7")
     assert bad_param.returncode == 2
     assert "systems" in bad_param.stderr
+
+
+def test_a_wrong_chain_endpoint_is_named_by_its_setting(sandbox_env: dict[str, str]) -> None:
+    env = {**sandbox_env, "SCALEOPS_CHAINS__OPTIMISM__RPC_URL": f"http://127.0.0.1:{free_port()}"}
+    result = run_cli(env, "run", "preflight", "--json", "--param", 'systems=["chains", "alert_bridge"]')
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    failed = {c["system"]: c["detail"] for c in report["checks"] if not c["ok"]}
+    assert list(failed) == ["chain_optimism"], report["checks"]
+    assert failed["chain_optimism"].startswith(
+        "SCALEOPS_CHAINS__OPTIMISM__RPC_URL: ConnectError at http://127.0.0.1:"
+    )
+    assert {c["system"] for c in report["checks"] if c["ok"]} >= {"chain_arbitrum", "alert_bridge"}
