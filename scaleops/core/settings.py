@@ -54,12 +54,8 @@ class ConfigError(ValueError):
 
 def mask_url_password(url: str) -> str:
     """`scheme://user:secret@host/db` -> `scheme://user:****@host/db`; key=value DSNs mask `password=`."""
-    if "://" not in url:
-        parts = []
-        for token in url.split():
-            key, sep, _ = token.partition("=")
-            parts.append(f"{key}={MASK}" if sep and key.strip().lower() == "password" else token)
-        return " ".join(parts)
+    if "://" not in url:  # the whole value, quoted with spaces or not (not just its first word)
+        return _KV_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + MASK, url)
     split = urlsplit(url)
     if split.password is None:
         return url

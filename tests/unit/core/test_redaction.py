@@ -175,3 +175,23 @@ def test_a_secret_pasted_into_the_wrong_setting_is_masked_in_its_message(
         load_settings()
     assert "SCALEOPS_CAPACITY__LOOKBACK" in str(error.value)
     assert "tok-9f8e7d6c5b4a" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("host=db password='Sekr3t longpw' user=x", "host=db password=**** user=x"),
+        ("host=db password=Sekr3tpw user=x", "host=db password=**** user=x"),
+        ("host=db user=x password=Sekr3tpw", "host=db user=x password=****"),
+        ("host=db user=x", "host=db user=x"),
+    ],
+)
+def test_config_show_masks_a_quoted_password_with_spaces_whole(
+    clean_env: pytest.MonkeyPatch, dsn: str, shown: str
+) -> None:
+    from scaleops.core.settings import load_settings, mask_url_password
+
+    assert mask_url_password(dsn) == shown
+    clean_env.setenv("SCALEOPS_POSTGRES__DSN", dsn)
+    # a DSN without a password is shown as **** whole (it may hold other secrets)
+    assert load_settings().masked()["postgres"]["dsn"] == (shown if "password" in dsn else "****")
