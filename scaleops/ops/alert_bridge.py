@@ -401,11 +401,12 @@ class PostgresDedupe:
         retention_days: float = 30,
         timeout: float = 2.0,
         migrate: bool = True,
+        migrate_lock_timeout: float = 10.0,
     ):
         from psycopg_pool import AsyncConnectionPool
 
         self.dsn, self.claim_seconds, self.retention_days = dsn, claim_seconds, retention_days
-        self.migrate = migrate
+        self.migrate, self.migrate_lock_timeout = migrate, migrate_lock_timeout
         self.pool = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -429,7 +430,9 @@ class PostgresDedupe:
 
         from scaleops.core.migrations import migrate
 
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+        # never wait long for the migration lock: the bridge must serve (it fails open without dedupe)
+        options = f"-c lock_timeout={int(self.migrate_lock_timeout * 1000)} -c statement_timeout=60s"
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, options=options) as conn:
             migrate(conn)
 
     async def claim(self, emissions: list[Emission], source: str) -> set[str]:

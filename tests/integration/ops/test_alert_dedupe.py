@@ -190,3 +190,21 @@ def test_an_unreachable_store_still_emits() -> None:
         assert time.monotonic() - started < 5
         assert "scaleops_alerts_dedupe_errors_total 1.0" in client.get("/metrics").text
     assert len(sink.events) == 1
+
+
+def test_a_held_migration_lock_does_not_keep_the_bridge_from_serving(dedupe_dsn: str) -> None:
+    """Another process migrating (or stuck holding the lock): the bridge starts anyway and emits."""
+    import psycopg
+
+    from scaleops.core.migrations import MIGRATION_LOCK
+
+    sink = RecordingSink()
+    with psycopg.connect(dedupe_dsn, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        started = time.monotonic()
+        with bridge(sink, dedupe_dsn, migrate_lock_timeout=1) as client:
+            assert time.monotonic() - started < 10
+            answer = client.post("/alertmanager", json=webhook(uuid.uuid4().hex[:16]), headers=AUTH)
+            assert answer.status_code == 202
+            assert "scaleops_alerts_dedupe_errors_total 1.0" in client.get("/metrics").text
+    assert len(sink.events) == 1
