@@ -1,13 +1,14 @@
 """Duty `capacity-forecast`: metric history in, dated capacity warnings out.
 
 For every configured series (SCALEOPS_CAPACITY__SERIES): fetch the lookback window ending at `as_of`
-(Prometheus, CloudWatch, CSV or PostgreSQL, one batch per source), validate it with great-expectations
-(a failing series is reported with its failed expectations and not forecast), forecast it (model chosen
-per series by rolling-origin CV, calibrated 80/95% intervals), find when the threshold is crossed
-(`breach_at` by the mean, `breach_at_upper` by the upper 95%), recommend capacity and its monthly cost,
-and emit `scaleops.capacity.breach-forecast` for every series whose upper 95% crosses within the lead
-time. One table artifact, one markdown artifact with a chart per series.
-"""
+(Prometheus, CloudWatch, CSV or PostgreSQL, one batch per source), repair it (sort, merge duplicates,
+undo DST, snap jitter, fill gaps, cut at a long one; every repair counted), validate the repaired series
+with great-expectations (a failing series is reported with its failed expectations and not forecast),
+forecast it (model chosen per series by rolling-origin CV among the naive baselines and smarter
+candidates, calibrated 80/95% intervals; fits in local processes or on a Dask cluster), find when the
+threshold is crossed (`breach_at` by the mean, `breach_at_upper` by the upper 95%), recommend capacity
+and its monthly cost, and emit `scaleops.capacity.breach-forecast` for every series whose upper 95%
+crosses within the lead time. One table artifact, one markdown artifact with a chart per series."""
 
 from __future__ import annotations
 

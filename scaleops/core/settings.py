@@ -425,6 +425,9 @@ class CapacitySettings(Section):
     dst_repair: bool = Field(default=True, description="undo local-time daylight-saving folds and gaps")
     headroom: float = Field(default=0.0, ge=0, description="extra fraction over the upper-95% peak")
     workers: int = Field(default=2, ge=1, description="processes that fit series in parallel")
+    dask_address: str | None = Field(
+        default=None, description="Dask scheduler (tcp://host:8786): fit the series on its workers instead"
+    )
     timeout_seconds: float = Field(default=30, gt=0)
 
     _durations = field_validator("lookback", "horizon", "lead_time", "max_staleness", "max_fill")(

@@ -171,7 +171,10 @@ def validate_and_forecast(
     log.info("capacity-forecast: %d series valid, forecasting", len(jobs))
     workers = capacity.workers if len(jobs) >= PARALLEL_FROM else 1
     forecasts = forecast_many(
-        jobs, workers=workers, progress=lambda done, total: log.info("forecast %d/%d series", done, total)
+        jobs,
+        workers=workers,
+        progress=lambda done, total: log.info("forecast %d/%d series", done, total),
+        dask_address=capacity.dask_address,
     )
     pictures: dict[str, str] = {}
     for (result, spec, checked, step, repaired), fc in zip(pending, forecasts, strict=True):

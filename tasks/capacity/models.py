@@ -399,10 +399,22 @@ def forecast_many(
     *,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    dask_address: str | None = None,
 ) -> list[Forecast | str]:
-    """`forecast_series(**job)` for every job, in `workers` processes when more than one; a job that
-    cannot be forecast yields its error message instead of a Forecast."""
+    """`forecast_series(**job)` for every job, in `workers` processes when more than one, or on the
+    workers of the Dask cluster at `dask_address` (they need scaleops installed); a job that cannot be
+    forecast yields its error message instead of a Forecast."""
     results: list[Forecast | str] = []
+    if dask_address and jobs:
+        from distributed import Client
+
+        with Client(dask_address) as client:
+            futures = client.map(_forecast_job, list(jobs), pure=False)
+            for i, future in enumerate(futures):
+                results.append(future.result())
+                if progress:
+                    progress(i + 1, len(jobs))
+        return results
     if workers <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
             results.append(_forecast_job(job))
