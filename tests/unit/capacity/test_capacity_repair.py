@@ -250,3 +250,28 @@ def test_report_says_why_the_model_won_and_what_was_repaired_and_charts_the_repa
         fixed.timestamps, fixed.values, frame, threshold=90, title="cpu", filled=fixed.filled
     )
     assert marked.startswith(b"\x89PNG") and marked != plain  # the repaired points are drawn
+
+
+def test_the_flow_path_repairs_then_validates_the_repaired_series() -> None:
+    """analyse_series: the real DST export is repaired (counted), then passes the great-expectations suite."""
+    from tasks.capacity.analysis import analyse_series
+    from tasks.capacity.models import SeriesData
+
+    stamps, values = read_series_csv(FIXTURES / "ec2_request_latency_dst.csv")
+    data = SeriesData("ec2", timestamps=stamps, values=values)
+    checked, job, step, repaired = analyse_series(data, as_of=max(stamps) + 60, horizon_steps_=12)
+    assert checked.ok and job is not None, checked.failures
+    assert step == STEP and repaired is not None and repaired.repairs.dst_changes == 1
+    assert job["values"].size == repaired.values.size
+    stale, job, _, _ = analyse_series(data, as_of=max(stamps) + 3 * 86_400, horizon_steps_=12)
+    assert job is None and [f.split(":")[0] for f in stale.failures] == ["fresh"]  # the suite still decides
+
+
+def test_forecast_command_gx_validates_the_repaired_series(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    fixture = str(FIXTURES / "ec2_request_latency_dst.csv")
+    result = CliRunner().invoke(
+        app, ["forecast", "--input", fixture, "--horizon", "12", "-o", str(out), "--gx"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 12
