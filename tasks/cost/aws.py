@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tasks.cost.prices import PriceTable
 from tasks.cost.resources import (
     AGE,
     MARK_KEY,
+    METRIC,
     STATE,
     STATE_AGE,
     TAG,
@@ -32,10 +33,11 @@ from tasks.cost.resources import (
     Changed,
     Item,
     Resource,
+    metric_key,
 )
 
 if TYPE_CHECKING:
-    from tasks.cost.policy import Policy
+    from tasks.cost.policy import Filter, Policy
 
 CHUNK = 200  # ids per filtered describe / tag call
 _STATE_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
@@ -118,6 +120,43 @@ class AwsResource(Resource):
         for page in paginator.paginate(**kwargs):
             yield from page.get(key) or []
 
+    def metric_target(self, item: Item) -> tuple[str, list[dict[str, str]]]:
+        """(CloudWatch namespace, dimensions) of the item, for `metric_below`."""
+        raise NotImplementedError(f"{self.name} has no metrics")
+
+    def load_metrics(self, items: list[Item], filters: list[Filter], as_of: datetime) -> None:
+        """One GetMetricData per 500 (item, filter) queries: the daily statistic over the filter's
+        window; an item's value is the largest day (None: no datapoints)."""
+        cloudwatch = self.client("cloudwatch")
+        for f in filters:
+            key = metric_key(f)
+            queries: dict[str, Item] = {}
+            for n, item in enumerate(items):
+                item.metrics[key] = None
+                queries[f"m{n}"] = item
+            ids = list(queries)
+            for start in range(0, len(ids), 500):
+                batch = []
+                for qid in ids[start : start + 500]:
+                    namespace, dimensions = self.metric_target(queries[qid])
+                    metric = {"Namespace": namespace, "MetricName": f.key, "Dimensions": dimensions}
+                    batch.append(
+                        {"Id": qid, "MetricStat": {"Metric": metric, "Period": 86400, "Stat": f.stat}}
+                    )
+                window = {"StartTime": as_of - (f.duration or timedelta(days=14)), "EndTime": as_of}
+                token: dict[str, str] = {}
+                while True:
+                    answer = cloudwatch.get_metric_data(MetricDataQueries=batch, **window, **token)
+                    for result in answer.get("MetricDataResults", []):
+                        values = result.get("Values") or []
+                        if values:
+                            item = queries[result["Id"]]
+                            previous = item.metrics.get(key)
+                            item.metrics[key] = max([*values, *([previous] if previous is not None else [])])
+                    if not answer.get("NextToken"):
+                        break
+                    token = {"NextToken": answer["NextToken"]}
+
     # EC2 resources share tagging: one CreateTags/DeleteTags call per chunk of ids.
     def mark(self, items: list[Item], value: str) -> None:
         ec2 = self.client("ec2")
@@ -133,7 +172,10 @@ class AwsResource(Resource):
 class EbsVolume(AwsResource):
     name = "aws.ebs-volume"
     actions = ("delete",)
-    filters: ClassVar[dict[str, str]] = {**AGE, **STATE, **TAG, **UNATTACHED}
+    filters: ClassVar[dict[str, str]] = {**AGE, **STATE, **TAG, **UNATTACHED, **METRIC}
+
+    def metric_target(self, item: Item) -> tuple[str, list[dict[str, str]]]:
+        return "AWS/EBS", [{"Name": "VolumeId", "Value": item.id}]
 
     def item(self, v: dict[str, Any]) -> Item:
         tags = tags_of(v)
@@ -264,7 +306,10 @@ class ElasticIp(AwsResource):
 class Ec2Instance(AwsResource):
     name = "aws.ec2-instance"
     actions = ("terminate",)
-    filters: ClassVar[dict[str, str]] = {**AGE, **STATE, **STATE_AGE, **TAG}
+    filters: ClassVar[dict[str, str]] = {**AGE, **STATE, **STATE_AGE, **TAG, **METRIC}
+
+    def metric_target(self, item: Item) -> tuple[str, list[dict[str, str]]]:
+        return "AWS/EC2", [{"Name": "InstanceId", "Value": item.id}]
 
     def find(self) -> list[Item]:
         instances = [
@@ -379,7 +424,12 @@ class Ami(AwsResource):
 class LoadBalancer(AwsResource):
     name = "aws.elbv2"
     actions = ("delete",)
-    filters: ClassVar[dict[str, str]] = {**AGE, **TAG, **UNREFERENCED}
+    filters: ClassVar[dict[str, str]] = {**AGE, **TAG, **UNREFERENCED, **METRIC}
+
+    def metric_target(self, item: Item) -> tuple[str, list[dict[str, str]]]:
+        suffix = item.id.split(":loadbalancer/", 1)[-1]  # app/name/id or net/name/id
+        namespace = "AWS/NetworkELB" if suffix.startswith("net/") else "AWS/ApplicationELB"
+        return namespace, [{"Name": "LoadBalancer", "Value": suffix}]
 
     def find(self) -> list[Item]:
         elb = self.client("elbv2")

@@ -118,7 +118,11 @@ def run_policy(
     result = PolicyResult(stats)
     markable = type(resource).markable
     by_state: dict[str, list[tuple[Item, Finding]]] = {}
-    for item in resource.find():
+    metric_filters = [f for f in policy.filters if f.kind == "metric_below"]
+    found = resource.find()
+    if metric_filters and found:
+        resource.load_metrics(found, metric_filters, as_of)
+    for item in found:
         state = classify(policy, item, as_of, protected_namespaces, markable)
         if state is None:
             continue
@@ -181,6 +185,8 @@ def run_policy(
     allowed, result.capped = due_items[: max(remaining, 0)], max(len(due_items) - max(remaining, 0), 0)
     stats.due = result.capped
     current = resource.refresh([i for i, _ in allowed]) if allowed else {}
+    if metric_filters and current:
+        resource.load_metrics(list(current.values()), metric_filters, as_of)
     for item, finding in allowed:
         now = current.get(item.id)
         if now is None or classify(policy, now, as_of, protected_namespaces, markable) != "due":

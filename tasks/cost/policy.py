@@ -53,14 +53,18 @@ def parse_duration(text: Any) -> timedelta:
 
 @dataclass(frozen=True)
 class Filter:
-    """One parsed filter: `kind` (age, state_age, state, tag, unattached, unreferenced, expired)."""
+    """One parsed filter: `kind` (age, state_age, state, tag, unattached, unreferenced, expired,
+    metric_below)."""
 
     kind: str
-    duration: timedelta | None = None  # age, state_age
+    duration: timedelta | None = None  # age, state_age; metric_below: the window
     states: tuple[str, ...] = ()  # state
-    key: str | None = None  # tag / label
+    key: str | None = None  # tag / label; metric_below: the metric name
     value: str | None = None
     absent: bool = False
+    threshold: float | None = None  # metric_below
+    stat: str = "Maximum"  # metric_below: the daily statistic compared with the threshold
+    missing: str = "skip"  # metric_below without datapoints: skip (no data, no action) or match
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,39 @@ class Policy:
         return RESOURCES[self.resource].provider
 
 
+METRIC_KEYS = {"metric", "threshold", "days", "stat", "missing"}
+STATS = ("Average", "Maximum", "Minimum", "Sum", "SampleCount")
+
+
+def _metric_filter(arg: Any) -> Filter:
+    """`metric_below: {metric: CPUUtilization, threshold: 2, days: 14d, stat: Maximum, missing: skip}`."""
+    if not isinstance(arg, dict) or not isinstance(arg.get("metric"), str) or "threshold" not in arg:
+        raise ValueError("metric_below: expected {metric: NAME, threshold: N, days: 14d}")
+    unknown = set(arg) - METRIC_KEYS
+    if unknown:
+        raise ValueError(f"metric_below: unknown key(s) {', '.join(sorted(unknown))}")
+    threshold = arg["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ValueError("metric_below: threshold must be a number")
+    window = parse_duration(arg.get("days", "14d"))
+    if window < timedelta(days=1):
+        raise ValueError("metric_below: days must be at least 1d (daily datapoints)")
+    stat = arg.get("stat", "Maximum")
+    if stat not in STATS:
+        raise ValueError(f"metric_below: stat must be one of {', '.join(STATS)}")
+    missing = arg.get("missing", "skip")
+    if missing not in ("skip", "match"):
+        raise ValueError("metric_below: missing must be skip (no data, no action) or match")
+    return Filter(
+        "metric_below",
+        duration=window,
+        key=arg["metric"],
+        threshold=float(threshold),
+        stat=stat,
+        missing=missing,
+    )
+
+
 def _parse_filter(resource: str, index: int, raw: Any, where: str) -> Filter:
     spec: dict[str, FilterSpec] = RESOURCES[resource].filters
     at = f"{where}, field filters[{index}]"
@@ -92,6 +129,8 @@ def _parse_filter(resource: str, index: int, raw: Any, where: str) -> Filter:
     try:
         if kind in ("age", "state_age"):
             return Filter(kind, duration=parse_duration(arg))
+        if kind == "metric_below":
+            return _metric_filter(arg)
         if kind == "state":
             states = (arg,) if isinstance(arg, str) else tuple(arg) if isinstance(arg, list) else ()
             if not states or not all(isinstance(s, str) and s for s in states):

@@ -31,6 +31,9 @@ TAG: dict[str, FilterSpec] = {"tag": "a tag (AWS) or label (Kubernetes) is prese
 UNATTACHED: dict[str, FilterSpec] = {"unattached": "attached or associated to nothing"}
 UNREFERENCED: dict[str, FilterSpec] = {"unreferenced": "nothing uses or references it (see the resource)"}
 EXPIRED: dict[str, FilterSpec] = {"expired": "its janitor/ttl or janitor/expires annotation has passed"}
+METRIC: dict[str, FilterSpec] = {
+    "metric_below": "a CloudWatch metric's daily statistic stayed below a threshold over N days"
+}
 
 
 class Changed(Exception):
@@ -55,6 +58,7 @@ class Item:
     monthly_usd: float = 0.0
     what: str = ""  # a short description for the audit log and the report: "gp3 100 GiB"
     version: str = ""  # Kubernetes resourceVersion: the action's precondition
+    metrics: dict[str, float | None] = field(default_factory=dict)  # metric_key(filter) -> value
 
     @property
     def protected(self) -> bool:
@@ -100,9 +104,18 @@ def check_filter(f: Filter, item: Item, as_of: datetime) -> bool:
         return item.attached is False
     if f.kind == "unreferenced":
         return item.referenced is False
+    if f.kind == "metric_below":
+        value = item.metrics.get(metric_key(f))
+        if value is None:
+            return f.missing == "match"
+        return f.threshold is not None and value < f.threshold
     if f.kind == "expired":
         return item.expires is not None and item.expires <= as_of
     raise ValueError(f"unknown filter {f.kind!r}")
+
+
+def metric_key(f: Filter) -> str:
+    return f"{f.key}:{f.stat}:{f.duration}"
 
 
 def matches(policy: Policy, item: Item, as_of: datetime) -> bool:
@@ -129,6 +142,11 @@ class Resource:
         """The current state of these items (those that still exist), right before acting."""
         wanted = {i.id for i in items}
         return {i.id: i for i in self.find() if i.id in wanted}
+
+    def load_metrics(self, items: list[Item], filters: list[Filter], as_of: datetime) -> None:
+        """Fill `item.metrics` for the policy's metric filters, in batched calls (resources that
+        declare `metric_below` implement it)."""
+        raise NotImplementedError(f"{self.name} has no metrics")
 
     def mark(self, items: list[Item], value: str) -> None:
         raise NotImplementedError
