@@ -157,16 +157,35 @@ class AwsResource(Resource):
                         break
                     token = {"NextToken": answer["NextToken"]}
 
-    # EC2 resources share tagging: one CreateTags/DeleteTags call per chunk of ids.
-    def mark(self, items: list[Item], value: str) -> None:
-        ec2 = self.client("ec2")
-        for ids in chunks([i.id for i in items]):
-            ec2.create_tags(Resources=ids, Tags=[{"Key": MARK_KEY, "Value": value}])
+    def tag_batches(self, items: list[Item], call: Any, size: int = CHUNK) -> set[str]:
+        """`call(ids)` per chunk; a chunk refused because one of its resources vanished is retried one
+        id at a time, and the vanished ids are returned (skipped, never an error)."""
+        skipped: set[str] = set()
+        for ids in chunks([i.id for i in items], size):
+            try:
+                call(ids)
+            except Exception as exc:
+                if "NotFound" not in error_code(exc):
+                    raise
+                for one in ids:
+                    try:
+                        call([one])
+                    except Exception as again:
+                        if "NotFound" not in error_code(again):
+                            raise
+                        skipped.add(one)
+        return skipped
 
-    def unmark(self, items: list[Item]) -> None:
+    # EC2 resources share tagging: one CreateTags/DeleteTags call per chunk of ids.
+    def mark(self, items: list[Item], value: str) -> set[str]:
         ec2 = self.client("ec2")
-        for ids in chunks([i.id for i in items]):
-            ec2.delete_tags(Resources=ids, Tags=[{"Key": MARK_KEY}])
+        return self.tag_batches(
+            items, lambda ids: ec2.create_tags(Resources=ids, Tags=[{"Key": MARK_KEY, "Value": value}])
+        )
+
+    def unmark(self, items: list[Item]) -> set[str]:
+        ec2 = self.client("ec2")
+        return self.tag_batches(items, lambda ids: ec2.delete_tags(Resources=ids, Tags=[{"Key": MARK_KEY}]))
 
 
 class EbsVolume(AwsResource):
@@ -461,13 +480,16 @@ class LoadBalancer(AwsResource):
             for b in balancers
         ]
 
-    def mark(self, items: list[Item], value: str) -> None:
-        for batch in chunks([i.id for i in items], 20):
-            self.client("elbv2").add_tags(ResourceArns=batch, Tags=[{"Key": MARK_KEY, "Value": value}])
+    def mark(self, items: list[Item], value: str) -> set[str]:
+        elb = self.client("elbv2")
+        tags = [{"Key": MARK_KEY, "Value": value}]
+        return self.tag_batches(items, lambda arns: elb.add_tags(ResourceArns=arns, Tags=tags), 20)
 
-    def unmark(self, items: list[Item]) -> None:
-        for batch in chunks([i.id for i in items], 20):
-            self.client("elbv2").remove_tags(ResourceArns=batch, TagKeys=[MARK_KEY])
+    def unmark(self, items: list[Item]) -> set[str]:
+        elb = self.client("elbv2")
+        return self.tag_batches(
+            items, lambda arns: elb.remove_tags(ResourceArns=arns, TagKeys=[MARK_KEY]), 20
+        )
 
     def act(self, item: Item, policy: Policy) -> str:
         try:

@@ -171,19 +171,17 @@ class KubeResource(Resource):
         body = {"metadata": {"annotations": {MARK_KEY: value}, "resourceVersion": item.version}}
         self._call("patch", item, body=body)
 
-    def mark(self, items: list[Item], value: str) -> None:
+    def mark(self, items: list[Item], value: str | None) -> set[str]:
+        skipped = set()
         for item in items:
             try:
                 self._annotate(item, value)
-            except Changed:
-                continue  # changed since the list: the next run sees it as it is now
+            except Changed:  # changed since the list (409) or gone (404): the next run sees it as it is
+                skipped.add(item.id)
+        return skipped
 
-    def unmark(self, items: list[Item]) -> None:
-        for item in items:
-            try:
-                self._annotate(item, None)
-            except Changed:
-                continue
+    def unmark(self, items: list[Item]) -> set[str]:
+        return self.mark(items, None)
 
     def refresh(self, items: Iterable[Item]) -> dict[str, Item]:
         found: dict[str, Item] = {}

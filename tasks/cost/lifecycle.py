@@ -163,19 +163,31 @@ def run_policy(
     new = by_state.get("would-mark", [])
     if new and not dry_run:
         due = (as_of + policy.grace).date()
-        resource.mark([i for i, _ in new], mark_value(policy.action, due))
+        gone = resource.mark([i for i, _ in new], mark_value(policy.action, due))
         for item, finding in new:
+            if item.id in gone:
+                finding.state, finding.detail = "changed", "changed or vanished before it could be marked"
+                stats.skipped_changed += 1
+                audit(item, "skip-changed", finding.detail)
+                continue
             finding.state, finding.due = "marked", due.isoformat()
             audit(item, "mark", mark_value(policy.action, due))
-    stats.marked = len(new) + len(by_state.get("marked", []))
+    stats.marked = sum(1 for _, f in new if f.state in ("marked", "would-mark")) + len(
+        by_state.get("marked", [])
+    )
     flush()
 
     back = by_state.get("back-in-use", [])
     if back and not dry_run:
-        resource.unmark([i for i, _ in back])
-        for item, _finding in back:
-            audit(item, "unmark", "no longer matches the policy")
-    stats.unmarked = len(back)
+        gone = resource.unmark([i for i, _ in back])
+        for item, finding in back:
+            if item.id in gone:
+                finding.state, finding.detail = "changed", "changed or vanished before it could be unmarked"
+                stats.skipped_changed += 1
+                audit(item, "skip-changed", finding.detail)
+            else:
+                audit(item, "unmark", "no longer matches the policy")
+    stats.unmarked = sum(1 for _, f in back if f.state == "back-in-use")
     flush()
 
     due_items = by_state.get("due", [])

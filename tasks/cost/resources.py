@@ -148,10 +148,12 @@ class Resource:
         declare `metric_below` implement it)."""
         raise NotImplementedError(f"{self.name} has no metrics")
 
-    def mark(self, items: list[Item], value: str) -> None:
+    def mark(self, items: list[Item], value: str) -> set[str]:
+        """Set the mark on these items in batches; return the ids that vanished or changed first."""
         raise NotImplementedError
 
-    def unmark(self, items: list[Item]) -> None:
+    def unmark(self, items: list[Item]) -> set[str]:
+        """Remove the mark; return the ids that vanished or changed first."""
         raise NotImplementedError
 
     def act(self, item: Item, policy: Policy) -> str:

@@ -38,15 +38,21 @@ class FakeVolumes(Resource):
                 self.items[item.id].attached = True
         return super().refresh(items)
 
-    def mark(self, items: list[Item], value: str) -> None:
+    def mark(self, items: list[Item], value: str) -> set[str]:
         self.calls.append(f"mark {len(items)}")
+        gone = {i.id for i in items if self.before_act.get(i.id) == "vanish-before-mark"}
         for item in items:
-            self.items[item.id].labels[MARK_KEY] = value
+            if item.id in gone:
+                self.items.pop(item.id, None)
+            else:
+                self.items[item.id].labels[MARK_KEY] = value
+        return gone
 
-    def unmark(self, items: list[Item]) -> None:
+    def unmark(self, items: list[Item]) -> set[str]:
         self.calls.append(f"unmark {len(items)}")
         for item in items:
             self.items[item.id].labels.pop(MARK_KEY, None)
+        return set()
 
     def act(self, item: Item, policy: Policy) -> str:
         race = self.before_act.get(item.id)

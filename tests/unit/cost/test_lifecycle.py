@@ -185,3 +185,40 @@ def test_audit_rows_are_recorded_as_they_happen_and_a_failing_record_stops_actin
     with pytest.raises(ConnectionError):
         run_policy(vols, POLICY, day(20), dry_run=False, remaining=10, record=broken)
     assert len(vols.items) == 1  # the first action happened, its row failed, nothing more was done
+
+
+def test_a_resource_that_vanished_before_its_mark_is_skipped_not_marked() -> None:
+    vols = FakeVolumes([volume("vol-gone"), volume("vol-ok")])
+    vols.before_act["vol-gone"] = "vanish-before-mark"
+    result = run(vols, day(8))
+    assert states(result) == {"vol-gone": "changed", "vol-ok": "marked"}
+    assert result.stats.marked == 1 and result.stats.skipped_changed == 1
+    assert [(r.action, r.resource_id) for r in result.audit] == [
+        ("skip-changed", "vol-gone"),
+        ("mark", "vol-ok"),
+    ]
+
+
+def test_a_tag_batch_refused_for_a_vanished_resource_is_retried_one_by_one() -> None:
+    from botocore.exceptions import ClientError
+
+    from tasks.cost.aws import AwsResource, AwsScope
+    from tasks.cost.prices import load_prices
+
+    calls: list[list[str]] = []
+
+    def create_tags(ids: list[str]) -> None:
+        calls.append(ids)
+        if "vol-gone" in ids:
+            raise ClientError({"Error": {"Code": "InvalidVolume.NotFound", "Message": "gone"}}, "CreateTags")
+
+    resource = AwsResource(AwsScope("test-1"), load_prices())
+    items = [volume("vol-a"), volume("vol-gone"), volume("vol-b")]
+    assert resource.tag_batches(items, create_tags) == {"vol-gone"}
+    assert calls == [["vol-a", "vol-gone", "vol-b"], ["vol-a"], ["vol-gone"], ["vol-b"]]
+
+    def throttled(ids: list[str]) -> None:
+        raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "CreateTags")
+
+    with pytest.raises(ClientError):  # anything but a vanished resource is an error (the retry policy's)
+        resource.tag_batches(items, throttled)
