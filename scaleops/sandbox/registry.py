@@ -8,8 +8,8 @@ from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism, AnvilZkSync
 from scaleops.sandbox.arweave import Arlocal
 from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
-from scaleops.sandbox.ipfs import Ipfs
 from scaleops.sandbox.cost_estate import CostEstate
+from scaleops.sandbox.ipfs import Ipfs
 from scaleops.sandbox.prometheus import Prometheus
 from scaleops.sandbox.services import (
     S3,
