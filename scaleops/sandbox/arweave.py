@@ -23,6 +23,7 @@ FUNDING_WINSTON = 10**15  # 1000 AR
 # what the sandbox's archive settings say (confirmations arrive every MINE_EVERY_MS)
 CONFIRMATIONS = 2
 DROP_AFTER_BLOCKS = 5
+MAX_BUNDLE_BYTES = 2 * 1024 * 1024
 
 LAUNCHER = """
 // scaleops sandbox: arlocal + a miner (one block every MINE_EVERY_MS)
@@ -128,6 +129,9 @@ class Arlocal(Service):
             "SCALEOPS_ARCHIVE__WALLET_JWK": self.wallet_jwk(),
             "SCALEOPS_ARCHIVE__CONFIRMATIONS": str(CONFIRMATIONS),
             "SCALEOPS_ARCHIVE__DROP_AFTER_BLOCKS": str(DROP_AFTER_BLOCKS),
+            # arlocal unbundles a posted bundle item by item (SQLite) before it answers (~20 items/s)
+            "SCALEOPS_ARCHIVE__MAX_BUNDLE_BYTES": str(MAX_BUNDLE_BYTES),
+            "SCALEOPS_ARCHIVE__TIMEOUT_SECONDS": "300",
         }
 
     def details(self) -> dict[str, Any]:

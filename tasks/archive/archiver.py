@@ -18,6 +18,7 @@ import hashlib
 import os
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ CRASH_STEPS = ("signed", "sent", "posted")
 APP_VERSION = "1"
 BUNDLE_OVERHEAD = 32  # the bundle's item count
 ITEM_OVERHEAD = 64 + 2 + 512 + 512 + 2 + 16  # header entry + fixed item fields
+SIGNING_THREADS = max(1, min(4, os.cpu_count() or 1))  # OpenSSL signs outside the GIL
 
 
 def crashpoint(step: str) -> None:
@@ -155,10 +157,13 @@ def archive_queued(ctx: Context, wallet: Wallet) -> None:
         for item, body in zip(members, bodies, strict=True):
             if hashlib.sha256(body).hexdigest() != item.sha256:
                 raise RuntimeError(f"{item.first_key}: its source no longer holds the queued bytes")
-        signed = [
-            create_data_item(wallet, body, item_tags(item, ctx.settings.app_name))
-            for item, body in zip(members, bodies, strict=True)
-        ]
+        with ThreadPoolExecutor(SIGNING_THREADS) as pool:  # RSA-4096 signing: ~12 ms per item
+            signed = list(
+                pool.map(
+                    lambda pair: create_data_item(wallet, pair[1], item_tags(pair[0], ctx.settings.app_name)),
+                    zip(members, bodies, strict=True),
+                )
+            )
         data = bundle_items(signed)
         price = ctx.gateway.price(len(data))
         if number == 0:

@@ -40,7 +40,17 @@ def archive_env(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
         conn.execute(f"create database {name}")
     params = conninfo_to_dict(base)
     params["dbname"] = name
-    env = {**sandbox_env, "SCALEOPS_POSTGRES__DSN": make_conninfo(**params)}
+    # a wallet of the test's own, funded by arlocal's /mint: balances are not shared with other runs
+    jwk = json.dumps(generate_jwk())
+    address = wallet_from_jwk(jwk).address
+    httpx.get(
+        f"{sandbox_env['SCALEOPS_ARCHIVE__GATEWAY_URL']}/mint/{address}/{10**15}", timeout=30
+    ).raise_for_status()
+    env = {
+        **sandbox_env,
+        "SCALEOPS_POSTGRES__DSN": make_conninfo(**params),
+        "SCALEOPS_ARCHIVE__WALLET_JWK": jwk,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield env
@@ -286,3 +296,42 @@ def test_ipfs_pinned_verified_then_garbage_collected_is_missing_and_repaired(
     assert [f.key for f in repaired.repaired] == ["media/big.bin"] and repaired.winston_paid == 0
     again = run_flow(verify_sample=1.0)
     assert again.ok and again.ipfs.verified == 2, (again.problems, again.ipfs)
+
+
+def test_s3_prefix_and_postgres_query_sources(
+    archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from scaleops.core.clients import s3_client
+
+    settings = load_settings()
+    token = uuid.uuid4().hex
+    s3 = s3_client(settings)
+    bucket = settings.s3.primary_bucket
+    prefix = f"archive-test/{token}/"
+    s3.put_object(Bucket=bucket, Key=f"{prefix}a.json", Body=b'{"a": "' + token.encode() + b'"}')
+    s3.put_object(Bucket=bucket, Key=f"{prefix}b.json", Body=b"shared " + token.encode())
+    with psycopg.connect(settings.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute("create table nft_meta (key text, content_type text, body bytea)")
+        conn.execute(
+            "insert into nft_meta values ('nft/1', 'application/json', %s), ('nft/2', 'text/plain', %s)",
+            (b'{"nft": 1, "t": "' + token.encode() + b'"}', b"shared " + token.encode()),
+        )
+    sources = {
+        "media": {"kind": "s3", "url": f"s3://{bucket}/{prefix}"},
+        "meta": {"kind": "postgres", "query": "select key, content_type, body from nft_meta"},
+    }
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__SOURCES", json.dumps(sources))
+    first = run_flow()
+    assert first.collected == {"media": 2, "meta": 1} and first.deduplicated == 1  # 'shared' twice
+    assert first.items_signed == 3
+    again = run_flow()  # the S3 watermark holds, the query's rows are all known
+    assert again.collected == {"media": 0, "meta": 0} and again.items_signed == 0 and again.winston_paid == 0
+    assert until_settled(load_settings())["verified"] == 3
+    with ledger_conn(load_settings()) as conn:
+        keys = conn.execute(
+            "select keys from archive_items where first_key like '%b.json' or first_key = 'nft/2'"
+        )
+        (shared,) = keys.fetchone()
+    assert sorted(shared) == sorted([f"s3://{bucket}/{prefix}b.json", "nft/2"])
