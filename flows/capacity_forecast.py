@@ -15,12 +15,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from scaleops.core.duties import duty
-from scaleops.core.redaction import REDACTOR
 from scaleops.core.reporting import as_datetime, run_logger
 from scaleops.core.settings import Settings
 from tasks.capacity.analysis import validate_and_forecast_task
 from tasks.capacity.models import parse_duration
-from tasks.capacity.report import CapacityReport, emit_breach_event
+from tasks.capacity.report import CapacityReport
 from tasks.capacity.sources import fetch_all, select_series
 
 
@@ -77,7 +76,5 @@ def capacity_forecast(
         charts=charts,
         count=len(specs),
     )
-    for result in report.record(results, pictures):
-        emit_breach_event(result, REDACTOR)
-        result.event_emitted = True
+    report.record(results, pictures)
     return report

@@ -112,6 +112,11 @@ class DutyReport(BaseModel):
         """Rows for a table artifact, or None for no table."""
         return None
 
+    def more_events(self) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+        """Events beside the run's own, as (outcome, resource, payload), e.g. one per series that may
+        breach. They are published like the run's event: with `as_of`, and marked when backfilled."""
+        return []
+
     def nothing_to_report(self) -> bool:
         """True when a frequent run found nothing to do and nothing wrong: it publishes no artifact and
         no event (one log line), so the events feed is not drowned."""
@@ -242,20 +247,28 @@ def publish_report(
 
     # A backfilled run's events are history: they carry the backfill and a distinct name
     # (`scaleops.<namespace>.backfill.<outcome>`), so automations that page on live outcomes ignore them.
-    event_name = f"scaleops.{namespace}.{'backfill.' if report.backfill else ''}{outcome}"
-    resource = {"prefect.resource.id": resource_id, "scaleops.duty": report.duty, **(resource_labels or {})}
-    resource["scaleops.as_of"] = report.as_of.isoformat()
+    prefix = f"scaleops.{namespace}.{'backfill.' if report.backfill else ''}"
+    as_of = {"scaleops.as_of": report.as_of.isoformat()}
     related = []
     if report.backfill:
-        related.append(
-            {
-                "prefect.resource.id": f"scaleops.backfill.{report.backfill}",
-                "prefect.resource.role": "backfill",
-            }
-        )
+        backfill = f"scaleops.backfill.{report.backfill}"
+        related.append({"prefect.resource.id": backfill, "prefect.resource.role": "backfill"})
+    event_name = prefix + outcome
+    resource = {"prefect.resource.id": resource_id, "scaleops.duty": report.duty, **(resource_labels or {})}
     event = emit_event(
-        event=event_name, resource=resource, related=related, payload=event_payload(report, redactor)
+        event=event_name,
+        resource={**resource, **as_of},
+        related=related,
+        payload=event_payload(report, redactor),
     )
+    for more_outcome, more_resource, payload in report.more_events():
+        extra = {"as_of": report.as_of.isoformat(), "backfill": report.backfill}
+        emit_event(
+            event=prefix + more_outcome,
+            resource={**more_resource, **as_of},
+            related=related,
+            payload=redactor.data({**payload, **extra}),
+        )
     flush_events()
     return {
         "artifact_key": key,

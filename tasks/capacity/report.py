@@ -7,7 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from scaleops.core.redaction import Redactor
 from scaleops.core.reporting import DutyReport
 from scaleops.core.settings import Settings
 
@@ -61,8 +60,21 @@ class CapacityReport(DutyReport):
                     f"{fmt_time(result.breach_at_upper)} (mean forecast: {fmt_time(result.breach_at)})",
                     severity="warn",
                 )
+                result.event_emitted = True  # published with the report (more_events)
                 breaching.append(result)
         return breaching
+
+    def more_events(self) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+        """`breach-forecast` per series whose upper 95% crosses within its lead time (what pages)."""
+        return [
+            (
+                "breach-forecast",
+                {"prefect.resource.id": s.name, "scaleops.duty": "capacity-forecast"},
+                s.model_dump(mode="json"),
+            )
+            for s in self.series
+            if s.event_emitted
+        ]
 
     def outcome(self) -> str:
         if any(s.status not in ("ok", "breach-within-lead-time") for s in self.series):
@@ -138,13 +150,3 @@ def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
         if s.name in charts:
             lines += ["", f"![{s.name}]({charts[s.name]})"]
     return "\n".join(lines)
-
-
-def emit_breach_event(result: SeriesResult, redactor: Redactor) -> None:
-    from prefect.events import emit_event
-
-    emit_event(
-        event="scaleops.capacity.breach-forecast",
-        resource={"prefect.resource.id": result.name, "scaleops.duty": "capacity-forecast"},
-        payload=redactor.data(result.model_dump(mode="json")),
-    )

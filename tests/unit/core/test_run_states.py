@@ -97,3 +97,41 @@ def test_an_idle_l2_run_publishes_nothing_but_a_busy_or_failing_one_does() -> No
     failing.problem("optimism: nonce taken")
     assert not failing.nothing_to_report()
     assert not DutyReport(duty="x").nothing_to_report()  # other duties always publish
+
+
+def test_a_backfilled_run_publishes_history_not_live_outcomes(monkeypatch: object) -> None:
+    import prefect.artifacts
+    import prefect.events
+
+    from scaleops.core.reporting import publish_report
+    from tasks.capacity.report import CapacityReport, SeriesResult
+
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: sent.append(kw))  # type: ignore[attr-defined]
+    for name in ("create_markdown_artifact", "create_table_artifact"):
+        monkeypatch.setattr(prefect.artifacts, name, lambda **kw: None)  # type: ignore[attr-defined]
+    monkeypatch.setattr("scaleops.core.reporting.flush_events", lambda timeout=10.0: None)  # type: ignore[attr-defined]
+
+    def publish(backfill: str | None) -> list[dict[str, object]]:
+        report = CapacityReport(duty="capacity-forecast", backfill=backfill)
+        result = SeriesResult(
+            name="disk-db-1", source="prometheus", threshold=800, status="breach-within-lead-time"
+        )
+        report.record([result], {})
+        sent.clear()
+        publish_report(
+            report, namespace="capacity", outcome=report.outcome(), resource_id="scaleops.capacity"
+        )
+        return list(sent)
+
+    live = publish(None)
+    assert [e["event"] for e in live] == ["scaleops.capacity.breaches", "scaleops.capacity.breach-forecast"]
+    assert all(e["related"] == [] and "scaleops.as_of" in e["resource"] for e in live)  # type: ignore[operator]
+    history = publish("b1")
+    assert [e["event"] for e in history] == [
+        "scaleops.capacity.backfill.breaches",
+        "scaleops.capacity.backfill.breach-forecast",
+    ]
+    backfill = {"prefect.resource.id": "scaleops.backfill.b1", "prefect.resource.role": "backfill"}
+    assert all(e["related"] == [backfill] for e in history)
+    assert history[1]["payload"]["backfill"] == "b1" and history[1]["payload"]["as_of"]  # type: ignore[index]
