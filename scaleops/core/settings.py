@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import typing
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from types import UnionType
@@ -98,6 +99,20 @@ def _check_postgres_dsn(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+def _http_url(kind: str = "URL") -> Callable[[str | None], str | None]:
+    """A validator of an http(s) URL with a host (endpoints, RPC nodes, gateways); None stays None."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError(f"not a valid {kind} (expected http(s)://host[:port])")
+        return value
+
+    return check
+
+
 def _check_redis_url(value: str | None) -> str | None:
     if value is None:
         return None
@@ -160,15 +175,7 @@ class S3Settings(Section):
     secret_access_key: SecretStr | None = None
     max_pool_connections: int = Field(default=32, ge=1)
 
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        split = urlsplit(value)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError("not a valid endpoint URL (expected http(s)://host[:port])")
-        return value
+    _endpoint = field_validator("endpoint_url")(_http_url("endpoint URL"))
 
     @field_validator("primary_bucket", "replica_bucket")
     @classmethod
@@ -342,13 +349,7 @@ class ChainSettings(Section):
         default=0, ge=0, description="blocks per eth_getLogs request (0: one request); providers cap it"
     )
 
-    @field_validator("rpc_url")
-    @classmethod
-    def _rpc(cls, value: str) -> str:
-        split = urlsplit(value)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError("not a valid RPC URL (expected http(s)://host[:port])")
-        return value
+    _rpc = field_validator("rpc_url")(_http_url("RPC URL"))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -434,15 +435,7 @@ class CapacitySettings(Section):
         _check_duration
     )
 
-    @field_validator("prometheus_url", "cloudwatch_endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        split = urlsplit(value)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError("not a valid URL (expected http(s)://host[:port])")
-        return value
+    _url = field_validator("prometheus_url", "cloudwatch_endpoint_url")(_http_url())
 
     @field_validator("series")
     @classmethod
@@ -485,15 +478,7 @@ class CostSettings(Section):
     max_actions: int = Field(default=50, ge=0, description="actions per run and per policy, at most")
     prices: Path | None = Field(default=None, description="price table (JSON); unset: the shipped one")
 
-    @field_validator("aws_endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        split = urlsplit(value)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError("not a valid endpoint URL (expected http(s)://host[:port])")
-        return value
+    _endpoint = field_validator("aws_endpoint_url")(_http_url("endpoint URL"))
 
     @field_validator("allowed_accounts")
     @classmethod
@@ -563,12 +548,8 @@ class ArchiveSettings(Section):
     @field_validator("gateway_url", "ipfs_api_url", "bundler_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        split = urlsplit(value)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError("not a valid URL (expected http(s)://host[:port])")
-        return value.rstrip("/")
+        checked = _http_url()(value)
+        return None if checked is None else checked.rstrip("/")
 
 
 class Settings(BaseSettings):
