@@ -57,7 +57,7 @@ class CapacityReport(DutyReport):
             elif result.status == "breach-within-lead-time":  # a dated warning, not a failed check
                 self.problem(
                     f"{result.name}: may cross {result.threshold:g} {result.unit} from "
-                    f"{fmt_time(result.breach_at_upper)} (mean forecast: {fmt_time(result.breach_at)})",
+                    f"{fmt_time(result.breach_at_upper)} ({mean_forecast(result)})",
                     severity="warn",
                 )
                 result.event_emitted = True  # published with the report (more_events)
@@ -102,6 +102,13 @@ class CapacityReport(DutyReport):
             }
             for s in self.series
         ]
+
+
+def mean_forecast(result: SeriesResult) -> str:
+    """When the mean forecast crosses the threshold, or that it does not within the horizon."""
+    if result.breach_at is None:
+        return "the mean forecast does not cross it within the horizon"
+    return f"mean forecast: {fmt_time(result.breach_at)}"
 
 
 def fmt_time(value: datetime | None) -> str:
