@@ -184,20 +184,47 @@ def _status(backfiller: Any, bid: str, as_json: bool) -> None:
                 "run": run.name,
                 "id": str(run.id),
                 "state": run.state_type.value if run.state_type else "UNKNOWN",
+                "result": partition_result(run.state_type.value if run.state_type else None, run.state_name),
             }
             for run in runs
         ),
         key=lambda r: str(r["as_of"]),
     )
-    counts = Counter(r["state"] for r in rows)
+    counts = Counter(r["result"] for r in rows)
     if as_json:
         sys.stdout.write(
-            json.dumps({"backfill_id": bid, "runs": rows, "states": dict(counts)}, indent=2) + "\n"
+            json.dumps(
+                {
+                    "backfill_id": bid,
+                    "runs": rows,
+                    "states": dict(Counter(r["state"] for r in rows)),
+                    "results": dict(counts),
+                },
+                indent=2,
+            )
+            + "\n"
         )
     else:
-        table = Table("as_of", "run", "state", box=None, title=f"backfill {bid}: {len(rows)} run(s)")
+        title = f"backfill {bid}: {len(rows)} run(s), " + ", ".join(
+            f"{n} {k}" for k, n in sorted(counts.items())
+        )
+        table = Table("as_of", "run", "result", "state", box=None, title=title)
         for r in rows:
-            table.add_row(str(r["as_of"]), r["run"], r["state"])
+            table.add_row(str(r["as_of"]), r["run"], r["result"], r["state"])
         out.print(table)
     if not rows or any(r["state"] in FAILED for r in rows):
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+def partition_result(state_type: str | None, state_name: str | None) -> str:
+    """What a partition's run came to: ok, warnings, problems, failed (could not check, crashed, an
+    exception), or still running or scheduled."""
+    from scaleops.core.reporting import COMPLETED_WITH_WARNINGS, PROBLEMS_FOUND
+
+    if state_type == "COMPLETED":
+        return "warnings" if state_name == COMPLETED_WITH_WARNINGS else "ok"
+    if state_type == "FAILED" and state_name == PROBLEMS_FOUND:
+        return "problems"
+    if state_type in ("FAILED", "CRASHED", "CANCELLED"):
+        return "failed"
+    return (state_type or "unknown").lower()

@@ -192,3 +192,15 @@ def test_execute_crashes_a_stale_run_before_its_partition_reruns() -> None:
     items = plan("dep", [d(1), d(2)], zombie, {}, "failed", "asc")
     execute(Recorder(), "dep-id", items, {}, "bid", max_active=None, wait=False)  # type: ignore[arg-type]
     assert calls == ["crash z1", "create 1", "create 2"]
+
+
+def test_backfill_status_names_what_each_partition_came_to() -> None:
+    from scaleops.cli.backfill import partition_result
+
+    assert partition_result("COMPLETED", "Completed") == "ok"
+    assert partition_result("COMPLETED", "Completed with warnings") == "warnings"
+    assert partition_result("FAILED", "Problems found") == "problems"
+    assert partition_result("FAILED", "Could not check") == "failed"
+    assert partition_result("CRASHED", "Crashed") == "failed"
+    assert partition_result("RUNNING", "Running") == "running"
+    assert partition_result(None, None) == "unknown"
