@@ -412,9 +412,12 @@ def explain(fc: Forecast) -> str:
 
 
 def _forecast_job(job: dict[str, Any]) -> Forecast | str:
+    """One series; what it cannot survive is its own failure, never the run's. statsforecast raises a
+    bare Exception ("no model able to be fitted") on values such as 1e308, numpy LinAlgError and
+    FloatingPointError on others: each becomes this series' error message."""
     try:
         return forecast_series(**job)
-    except (ForecastError, ValueError) as exc:
+    except Exception as exc:  # isolate the series: report its error by name
         return f"{type(exc).__name__}: {exc}"
 
 

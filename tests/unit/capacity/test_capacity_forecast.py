@@ -156,6 +156,21 @@ def test_forecast_many_returns_errors_in_place() -> None:
     assert isinstance(results[1], str) and "at least 16 points" in results[1]
 
 
+def test_one_extreme_series_fails_alone() -> None:
+    """statsforecast raises a bare Exception on 1e308: that series fails, the others are forecast."""
+    _, v = hourly(24 * 4)
+    extreme = np.array(v, dtype=float)
+    extreme[50] = 1e308
+    results = forecast_many(
+        [
+            {"values": v, "step_seconds": HOUR, "horizon": 12},
+            {"values": extreme, "step_seconds": HOUR, "horizon": 12},
+        ]
+    )
+    assert isinstance(results[0], Forecast)
+    assert isinstance(results[1], str) and results[1].startswith("Exception: no model able to be fitted")
+
+
 def test_forecast_many_in_worker_processes_matches_in_process() -> None:
     """Many series in parallel: spawned workers give the same answers as the flow's own process."""
     jobs = [
