@@ -100,6 +100,8 @@ def forecast(
         result = forecast_series(repaired.values, step, steps)
     except ForecastError as exc:
         raise fail(f"{input}: {exc}") from None
+    except Exception as exc:  # statsforecast's bare Exception on values such as 1e308: exit 2, no traceback
+        raise fail(f"{input}: the series cannot be forecast: {type(exc).__name__}: {exc}") from None
     import pandas as pd
 
     frame = result.frame(pd.Timestamp(repaired.timestamps[-1], unit="s", tz="UTC"), step)

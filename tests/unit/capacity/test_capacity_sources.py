@@ -141,3 +141,17 @@ def test_forecast_command_bad_horizon_and_invalid_series_exit_2(tmp_path: Path) 
         app, ["forecast", "--input", str(short), "--horizon", "3", "--output", str(out)]
     )
     assert result.exit_code == 2 and "enough_history" in result.output
+
+
+def test_forecast_command_exits_2_naming_a_series_it_cannot_forecast(tmp_path: Path) -> None:
+    """One value of 1e308 makes statsforecast raise a bare Exception: exit 2 and a message, no traceback."""
+    data = tmp_path / "extreme.csv"
+    rows = [f"{1_700_000_000 + i * 3600},{10.0 + (i % 24) / 10}" for i in range(24 * 8)]
+    rows[50] = f"{1_700_000_000 + 50 * 3600},1e308"
+    data.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    result = CliRunner().invoke(
+        app, ["forecast", "--input", str(data), "--horizon", "1d", "--output", str(tmp_path / "o.csv")]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{data}: the series cannot be forecast" in result.stderr
+    assert "Traceback" not in result.output
