@@ -21,6 +21,7 @@ from scaleops.core.settings import Settings
 from tasks.backup.catalog import backup_listing, measure_rpo, read_catalog
 from tasks.backup.dump import check_databases, take_backups
 from tasks.backup.lag import check_replica_lag
+from tasks.backup.leftovers import clean_leftovers
 from tasks.backup.replication import apply_replication, replication_check
 from tasks.backup.report import BackupReport
 from tasks.backup.restore import run_restore_tests
@@ -70,6 +71,7 @@ def backup_verification(
     names = check_databases(databases or settings.backup.databases)
     report = BackupReport(as_of=clock, databases=names)
 
+    clean_leftovers(settings, utcnow(), report)
     if take_backup:
         take_backups(settings, names, report)
     if as_of is None:

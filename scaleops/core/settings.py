@@ -207,6 +207,11 @@ class BackupSettings(Section):
     restore_wait_seconds: float = Field(
         default=60, ge=0, description="how long to wait for the newest backup to reach the replica region"
     )
+    leftover_after_seconds: float = Field(
+        default=6 * 3600,
+        gt=0,
+        description="scratch databases and incomplete uploads older than this were left by a run that died",
+    )
 
     @field_validator("prefix")
     @classmethod

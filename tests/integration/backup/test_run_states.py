@@ -61,3 +61,41 @@ def test_failed_dump_is_could_not_check_not_drift(sandbox_env: dict[str, str]) -
         time.sleep(0.5)
     assert [e["event"] for e in found] == ["scaleops.backup.failed"]
     assert found[0]["payload"]["failed_steps"] == report["failed_steps"]
+
+
+def test_leftovers_of_a_dead_run_are_removed_first_and_reported(
+    sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run SIGKILLed during its restore test leaves a scratch database, one killed mid-upload an
+    incomplete upload: the next run removes both (older than LEFTOVER_AFTER_SECONDS) and warns."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from flows.backup_verification import backup_verification
+    from scaleops.core.clients import postgres_dsn, s3_bucket, s3_client
+    from scaleops.core.reporting import report_of
+    from scaleops.core.settings import load_settings
+
+    prefix = f"tests/leftovers/{uuid.uuid4().hex[:12]}/"
+    monkeypatch.setenv("SCALEOPS_BACKUP__PREFIX", prefix)
+    settings = load_settings()
+    scratch = f"scaleops_restore_dead{uuid.uuid4().hex[:6]}_20200101000000"
+    with psycopg.connect(postgres_dsn(settings, "restore"), autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(scratch)))
+    client, bucket = s3_client(settings, "primary"), s3_bucket(settings, "primary")
+    upload = client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}app/app-20200101T000000Z.dump")
+
+    state = backup_verification(
+        databases=["postgres"], take_backup=False, restore_test=False, return_state=True
+    )
+    report = report_of(state)
+    assert report is not None
+    assert any(scratch in w and w.startswith("removed scratch database") for w in report.warnings)
+    assert any(f"{prefix}app/app-20200101T000000Z.dump" in w for w in report.warnings)
+    with psycopg.connect(postgres_dsn(settings, "restore"), autocommit=True) as conn:
+        left = conn.execute("select 1 from pg_database where datname = %s", (scratch,)).fetchall()
+    assert left == []
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    assert upload["UploadId"] not in [u["UploadId"] for u in uploads]
