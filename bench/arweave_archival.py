@@ -21,9 +21,10 @@ import random
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from scaleops.sandbox.scratch import drop_scratch_database, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 256 * 1024
@@ -54,25 +55,6 @@ def chunk_priced(size: int, per_byte: float) -> float:
     return -(-max(size, 1) // CHUNK) * CHUNK * per_byte
 
 
-def scratch_db(base: str) -> tuple[str, str]:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"archbench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    params = conninfo_to_dict(base)
-    params["dbname"] = name
-    return name, make_conninfo(**params)
-
-
-def drop_db(base: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-
-
 def main(argv: list[str]) -> None:  # noqa: PLR0915 - one linear script
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,7 +81,7 @@ def main(argv: list[str]) -> None:  # noqa: PLR0915 - one linear script
     rng = random.Random(args.seed)
     bodies = [rng.randbytes(rng.randint(1024, 64 * 1024)) for _ in range(args.items)]
     total_bytes = sum(len(b) for b in bodies)
-    name, dsn = scratch_db(base)
+    name, dsn = scratch_database(base, "archbench")
     os.environ["SCALEOPS_POSTGRES__DSN"] = dsn
     os.environ["SCALEOPS_ARCHIVE__MAX_BUNDLE_BYTES"] = str(int(args.bundle_mib * 1024 * 1024))
     os.environ["SCALEOPS_ARCHIVE__TIMEOUT_SECONDS"] = "600"  # arlocal unbundles a bundle before answering
@@ -219,7 +201,7 @@ def main(argv: list[str]) -> None:  # noqa: PLR0915 - one linear script
         }
     finally:
         os.environ["SCALEOPS_POSTGRES__DSN"] = base
-        drop_db(base, name)
+        drop_scratch_database(base, name)
     return report(results)
 
 

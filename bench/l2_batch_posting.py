@@ -20,35 +20,17 @@ from typing import Any
 
 from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.manager import Sandbox, apply_env
+from scaleops.sandbox.scratch import drop_scratch_database, scratch_database
 from tasks.l2.evm_poster import post_chain
 from tasks.l2.fees import flz_compress_len
 from tasks.l2.outbox import NewOp, add_operations, ensure_schema
 from tasks.l2.poster import PostOptions
 
 
-def scratch_db(base: str) -> tuple[str, str]:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"l2bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    params = conninfo_to_dict(base)
-    params["dbname"] = name
-    return name, make_conninfo(**params)
-
-
-def drop_db(base: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-
-
 def run_mode(base_dsn: str, chain: str, ops: int, batch_ops: int | None) -> dict[str, Any]:
     import psycopg
 
-    name, dsn = scratch_db(base_dsn)
+    name, dsn = scratch_database(base_dsn, "l2bench")
     os.environ["SCALEOPS_POSTGRES__DSN"] = dsn
     try:
         settings = load_settings()
@@ -85,7 +67,7 @@ def run_mode(base_dsn: str, chain: str, ops: int, batch_ops: int | None) -> dict
         }
     finally:
         os.environ["SCALEOPS_POSTGRES__DSN"] = base_dsn
-        drop_db(base_dsn, name)
+        drop_scratch_database(base_dsn, name)
 
 
 def run_solana_mode(base_dsn: str, ops: int, batch_ops: int) -> dict[str, Any]:
@@ -93,7 +75,7 @@ def run_solana_mode(base_dsn: str, ops: int, batch_ops: int) -> dict[str, Any]:
 
     from tasks.l2.solana_poster import post_solana_chain
 
-    name, dsn = scratch_db(base_dsn)
+    name, dsn = scratch_database(base_dsn, "l2bench")
     os.environ["SCALEOPS_POSTGRES__DSN"] = dsn
     try:
         settings = load_settings()
@@ -117,7 +99,7 @@ def run_solana_mode(base_dsn: str, ops: int, batch_ops: int) -> dict[str, Any]:
         }
     finally:
         os.environ["SCALEOPS_POSTGRES__DSN"] = base_dsn
-        drop_db(base_dsn, name)
+        drop_scratch_database(base_dsn, name)
 
 
 def print_table(title: str, left: str, a: dict[str, Any], b: dict[str, Any], rows: list[Any]) -> None:

@@ -12,30 +12,12 @@ import pytest
 
 from scaleops.core.settings import Settings, load_settings
 from scaleops.sandbox.anvil import rpc
+from scaleops.sandbox.scratch import drop_scratch_database as drop_database
+from scaleops.sandbox.scratch import scratch_database
 from tasks.l2 import evm
 from tasks.l2.evm_poster import post_chain
 from tasks.l2.outbox import NewOp, add_operations, ensure_schema
 from tasks.l2.poster import ChainReport, PostOptions
-
-
-def fresh_database(base_dsn: str) -> tuple[str, str]:
-    """Create a scratch database on the sandbox's primary; return (its name, its DSN)."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"l2test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base_dsn, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    params = conninfo_to_dict(base_dsn)
-    params["dbname"] = name
-    return name, make_conninfo(**params)
-
-
-def drop_database(base_dsn: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(base_dsn, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
 
 
 def chain_rpc(settings: Settings, chain: str, method: str, params: list[Any] | None = None) -> Any:
@@ -127,3 +109,8 @@ def mining_paused(chain: str) -> Iterator[None]:
     finally:
         chain_rpc(settings, chain, "evm_setAutomine", [True])
         chain_rpc(settings, chain, "evm_mine")
+
+
+def fresh_database(base_dsn: str) -> tuple[str, str]:
+    """A scratch database for one L2 test on the sandbox's primary: (its name, its DSN)."""
+    return scratch_database(base_dsn, "l2test")
