@@ -43,39 +43,15 @@ const every = +process.env.MINE_EVERY_MS;
 
 
 def _wallet_address(jwk: str) -> str:
-    import base64
-    import hashlib
+    from tasks.archive.ans104 import wallet_from_jwk  # imported only when the memo is computed
 
-    n = json.loads(jwk)["n"]
-    owner = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
-    return base64.urlsafe_b64encode(hashlib.sha256(owner).digest()).rstrip(b"=").decode()
+    return wallet_from_jwk(jwk).address
 
 
 def _new_jwk(_seed: str) -> str:
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from tasks.archive.ans104 import generate_jwk
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    n = key.private_numbers()
-
-    def enc(value: int) -> str:
-        import base64
-
-        raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    return json.dumps(
-        {
-            "kty": "RSA",
-            "e": enc(n.public_numbers.e),
-            "n": enc(n.public_numbers.n),
-            "d": enc(n.d),
-            "p": enc(n.p),
-            "q": enc(n.q),
-            "dp": enc(n.dmp1),
-            "dq": enc(n.dmq1),
-            "qi": enc(n.iqmp),
-        }
-    )
+    return json.dumps(generate_jwk())
 
 
 class Arlocal(Service):
