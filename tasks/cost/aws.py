@@ -14,6 +14,7 @@ knows its own "in use" check, its mark (an EC2 or ELBv2 tag) and its action.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -99,6 +100,18 @@ def aware(value: Any) -> datetime | None:
 
 def error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def changed_on(item: Item, *codes: str) -> Iterator[None]:
+    """An AWS error with one of `codes` inside the block means the resource changed or vanished since
+    it was listed: a skip (`Changed`), never an error that stops the policy."""
+    try:
+        yield
+    except Exception as exc:
+        if error_code(exc) in codes:
+            raise Changed(f"{error_code(exc)}: {item.id}") from None
+        raise
 
 
 class AwsResource(Resource):
@@ -227,7 +240,7 @@ class EbsVolume(AwsResource):
     def act(self, item: Item, policy: Policy) -> str:
         ec2 = self.client("ec2")
         detail = "deleted"
-        try:
+        with changed_on(item, "InvalidVolume.NotFound", "VolumeInUse", "IncorrectState"):
             if policy.snapshot:
                 snap = ec2.create_snapshot(
                     VolumeId=item.id,
@@ -241,10 +254,6 @@ class EbsVolume(AwsResource):
                 )
                 detail = f"snapshot {snap['SnapshotId']}, deleted"
             ec2.delete_volume(VolumeId=item.id)
-        except Exception as exc:
-            if error_code(exc) in ("InvalidVolume.NotFound", "VolumeInUse", "IncorrectState"):
-                raise Changed(f"{error_code(exc)}: {item.id}") from None
-            raise
         return detail
 
 
@@ -279,12 +288,8 @@ class EbsSnapshot(AwsResource):
         return items
 
     def act(self, item: Item, policy: Policy) -> str:
-        try:
+        with changed_on(item, "InvalidSnapshot.NotFound", "InvalidSnapshot.InUse"):
             self.client("ec2").delete_snapshot(SnapshotId=item.id)
-        except Exception as exc:
-            if error_code(exc) in ("InvalidSnapshot.NotFound", "InvalidSnapshot.InUse"):
-                raise Changed(f"{error_code(exc)}: {item.id}") from None
-            raise
         return "deleted"
 
 
@@ -313,12 +318,8 @@ class ElasticIp(AwsResource):
         return items
 
     def act(self, item: Item, policy: Policy) -> str:
-        try:
+        with changed_on(item, "InvalidAllocationID.NotFound", "InvalidIPAddress.InUse", "AuthFailure"):
             self.client("ec2").release_address(AllocationId=item.id)
-        except Exception as exc:
-            if error_code(exc) in ("InvalidAllocationID.NotFound", "InvalidIPAddress.InUse", "AuthFailure"):
-                raise Changed(f"{error_code(exc)}: {item.id}") from None
-            raise
         return "released"
 
 
@@ -379,12 +380,8 @@ class Ec2Instance(AwsResource):
         return {i.id: i for i in self.find() if i.id in wanted}
 
     def act(self, item: Item, policy: Policy) -> str:
-        try:
+        with changed_on(item, "InvalidInstanceID.NotFound", "IncorrectInstanceState"):
             self.client("ec2").terminate_instances(InstanceIds=[item.id])
-        except Exception as exc:
-            if error_code(exc) in ("InvalidInstanceID.NotFound", "IncorrectInstanceState"):
-                raise Changed(f"{error_code(exc)}: {item.id}") from None
-            raise
         return "terminated"
 
 
@@ -431,12 +428,8 @@ class Ami(AwsResource):
         return items
 
     def act(self, item: Item, policy: Policy) -> str:
-        try:
+        with changed_on(item, "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
             self.client("ec2").deregister_image(ImageId=item.id)
-        except Exception as exc:
-            if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
-                raise Changed(f"{error_code(exc)}: {item.id}") from None
-            raise
         return "deregistered"
 
 
@@ -492,12 +485,8 @@ class LoadBalancer(AwsResource):
         )
 
     def act(self, item: Item, policy: Policy) -> str:
-        try:
+        with changed_on(item, "LoadBalancerNotFound", "ResourceInUse"):
             self.client("elbv2").delete_load_balancer(LoadBalancerArn=item.id)
-        except Exception as exc:
-            if error_code(exc) in ("LoadBalancerNotFound", "ResourceInUse"):
-                raise Changed(f"{error_code(exc)}: {item.id}") from None
-            raise
         return "deleted"
 
 
@@ -533,12 +522,8 @@ class S3Multipart(AwsResource):
     def act(self, item: Item, policy: Policy) -> str:
         path, _, upload_id = item.id.removeprefix("s3://").partition("?uploadId=")
         bucket, _, key = path.partition("/")
-        try:
+        with changed_on(item, "NoSuchUpload"):
             self.client("s3").abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except Exception as exc:
-            if error_code(exc) == "NoSuchUpload":
-                raise Changed(f"NoSuchUpload: {item.id}") from None
-            raise
         return "aborted"
 
 
