@@ -134,18 +134,20 @@ def test_replica_streams_from_primary(own_sandbox: Sandbox) -> None:
         lsn = primary.execute("select pg_current_wal_lsn()").fetchone()[0]
     with psycopg.connect(env["SCALEOPS_POSTGRES__REPLICA_DSN"], autocommit=True) as replica:
         # replay is usually there within milliseconds; a loaded 2-core CI machine once took over 30 s
+        # wait for the row itself, not only the replay position: a CI run once saw the replay LSN
+        # pass the insert while the table was not yet visible to a new query on the standby
         deadline = time.monotonic() + 120
-        while True:
-            replayed, at, received = replica.execute(
-                "select pg_last_wal_replay_lsn() >= %s::pg_lsn, pg_last_wal_replay_lsn(),"
-                " pg_last_wal_receive_lsn()",
-                (str(lsn),),
+        rows: list[tuple[str]] = []
+        while ("seen on the replica",) not in rows:
+            if replica.execute("select to_regclass('lifecycle_probe') is not null").fetchone() == (True,):
+                rows = replica.execute("select v from lifecycle_probe").fetchall()
+                if ("seen on the replica",) in rows:
+                    break
+            at, received = replica.execute(
+                "select pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn()"
             ).fetchone()
-            if replayed:
-                break
             assert time.monotonic() < deadline, f"replica replayed to {at} (received {received}), not {lsn}"
             time.sleep(0.05)
-        rows = replica.execute("select v from lifecycle_probe").fetchall()
     assert ("seen on the replica",) in rows
 
 
