@@ -124,3 +124,53 @@ def cloudwatch_client(settings: Settings) -> Any:
     return boto3.session.Session().client(
         "cloudwatch", endpoint_url=capacity.cloudwatch_endpoint_url, config=config
     )
+
+
+# cost-cleanup's clients: one AWS account in many regions, and Kubernetes clusters by kubeconfig context.
+_AWS_CLIENTS: dict[tuple[str, str, str | None, str | None, str | None], Any] = {}
+
+
+def aws_client(
+    service: str,
+    region: str,
+    *,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> Any:
+    """A boto3 client for one service in one region (adaptive retries; the default AWS credential chain
+    unless both keys are given), made once per process for the same arguments: boto3 clients are
+    thread-safe, and making one costs more than most calls made with it."""
+    key = (service, region, endpoint_url, access_key_id, secret_access_key)
+    made = _AWS_CLIENTS.get(key)
+    if made is None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(region_name=region, retries={"mode": "adaptive", "max_attempts": 5})
+        credentials: dict[str, str] = {}
+        if access_key_id and secret_access_key:
+            credentials = {"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
+        made = boto3.session.Session().client(
+            service, endpoint_url=endpoint_url, config=config, **credentials
+        )
+        _AWS_CLIENTS[key] = made
+    return made
+
+
+def cost_aws_options(settings: Settings) -> dict[str, str | None]:
+    """cost-cleanup's AWS endpoint and credentials (SCALEOPS_COST__*), as `aws_client` keywords."""
+    cost = settings.cost
+    return {
+        "endpoint_url": cost.aws_endpoint_url,
+        "access_key_id": cost.access_key_id.get_secret_value() if cost.access_key_id else None,
+        "secret_access_key": cost.secret_access_key.get_secret_value() if cost.secret_access_key else None,
+    }
+
+
+def kube_api_client(kubeconfig: str | None, context: str | None = None) -> Any:
+    """A `kubernetes` ApiClient for one context of a kubeconfig (None: the default file, its current
+    context)."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=kubeconfig, context=context)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from scaleops.core.clients import aws_client
 from tasks.cost.prices import PriceTable
 from tasks.cost.resources import (
     AGE,
@@ -44,7 +45,6 @@ CHUNK = 200  # ids per filtered describe / tag call
 _STATE_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
 
 
-_CLIENTS: dict[tuple[AwsScope, str], Any] = {}
 _VOLUMES: dict[AwsScope, dict[str, float]] = {}  # volume id -> monthly USD, from the last listing
 
 
@@ -54,30 +54,17 @@ class AwsScope:
 
     region: str
     endpoint_url: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
 
     def client(self, service: str) -> Any:
-        """A boto3 client for this region, made once per process (clients are thread-safe, and
-        making one costs more than most of the calls the duty makes with it)."""
-        key = (self, service)
-        if key not in _CLIENTS:
-            _CLIENTS[key] = self._make_client(service)
-        return _CLIENTS[key]
-
-    def _make_client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(region_name=self.region, retries={"mode": "adaptive", "max_attempts": 5})
-        credentials: dict[str, str] = {}
-        if self.access_key_id and self.secret_access_key:
-            credentials = {
-                "aws_access_key_id": self.access_key_id,
-                "aws_secret_access_key": self.secret_access_key,
-            }
-        return boto3.session.Session().client(
-            service, endpoint_url=self.endpoint_url, config=config, **credentials
+        """A boto3 client for this region (scaleops.core.clients makes it, once per process)."""
+        return aws_client(
+            service,
+            self.region,
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
         )
 
 

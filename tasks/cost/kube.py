@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from scaleops.core.clients import kube_api_client
 from tasks.cost.prices import PriceTable
 from tasks.cost.resources import (
     AGE,
@@ -58,9 +59,7 @@ class KubeScope:
         return self.context or "default"
 
     def api_client(self) -> Any:
-        from kubernetes import config
-
-        return config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+        return kube_api_client(self.kubeconfig, self.context)
 
 
 def gib(quantity: str | None) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from scaleops.core.clients import cost_aws_options
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 from tasks.cost.aws import AwsResource, AwsScope
@@ -41,13 +42,7 @@ def read_policies(settings: Settings, names: list[str] | None) -> list[Policy]:
 
 
 def aws_scope(settings: Settings, region: str) -> AwsScope:
-    cost = settings.cost
-    return AwsScope(
-        region=region,
-        endpoint_url=cost.aws_endpoint_url,
-        access_key_id=cost.access_key_id.get_secret_value() if cost.access_key_id else None,
-        secret_access_key=cost.secret_access_key.get_secret_value() if cost.secret_access_key else None,
-    )
+    return AwsScope(region, **cost_aws_options(settings))
 
 
 @io_task(task_run_name="cost-aws-guard")
