@@ -173,8 +173,11 @@ class Sandbox:
                     if not all(dep in done for dep in needs):
                         continue
                     pending.remove(svc)
+                    prepared = False
                     if svc.running() and svc.outdated():
                         say(f"{svc.name}: configuration changed, restarting")
+                        self._prepare(svc)  # while the old instance still serves: a short restart
+                        prepared = True
                         svc.stop()
                     if svc.running():
                         say(f"{svc.name}: already running")
@@ -184,6 +187,8 @@ class Sandbox:
                             svc.stop()
                         svc.clear_stale()
                         self._reassign_busy_ports(svc)
+                        if not prepared:
+                            self._prepare(svc)
                         say(f"{svc.name}: starting")
                         try:
                             svc.start()
@@ -216,6 +221,15 @@ class Sandbox:
                 if waiting:
                     time.sleep(0.2)
         return self.status(only)
+
+    @staticmethod
+    def _prepare(svc: Service) -> None:
+        try:
+            svc.prepare()
+        except SandboxError:
+            raise
+        except Exception as exc:
+            raise SandboxError(f"{svc.name}: preparing to start failed ({exc}); see {svc.log}") from exc
 
     @staticmethod
     def _answers(svc: Service) -> bool:

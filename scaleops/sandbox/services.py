@@ -85,6 +85,10 @@ class Service:
             if f.exists() and owned_pid(f, self.home) is None:
                 f.unlink(missing_ok=True)
 
+    def prepare(self) -> None:
+        """Slow, idempotent work before `start` (a schema migration). When an outdated instance is
+        restarted, it runs while the old one still serves, so the service is away only for `start`."""
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -649,21 +653,96 @@ class S3Replicator(Service):
 
 # ------------------------------------------------------------------------------------------------ prefect
 class PrefectServer(Service):
-    name = "prefect"
-    description = "prefect server start, own PREFECT_HOME"
+    """`prefect server start` on PostgreSQL, as production should run it: a role and database `prefect` of
+    its own on the sandbox's primary (SQLite logged "database is locked" under concurrent alerts).
 
-    def start(self) -> None:
+    A server still running on another database (the SQLite of older sandboxes, or a primary that moved
+    to another port) is `outdated`: `up` migrates the new database while the old server still serves
+    (`prepare`), then restarts the server alone, so the API is away only for a server start."""
+
+    name = "prefect"
+    requires = ("postgres",)  # its database lives on the primary: PostgreSQL first
+    description = "prefect server start on PostgreSQL (database prefect on the primary), own PREFECT_HOME"
+    database = "prefect"
+    db_user = "prefect"
+    migrate_timeout = 300.0
+
+    @property
+    def postgres(self) -> Postgres:
+        return self.sb.service("postgres")  # type: ignore[return-value]
+
+    @property
+    def db_password(self) -> str:
+        return self.sb.secret("prefect_db_password")
+
+    def database_url(self, *, masked: bool = False) -> str:
+        """`PREFECT_API_DATABASE_CONNECTION_URL` (asyncpg, Prefect's PostgreSQL driver)."""
+        password = "****" if masked else self.db_password
+        return f"postgresql+asyncpg://{self.db_user}:{password}@{LOCAL}:{self.postgres.port}/{self.database}"
+
+    @property
+    def database_marker(self) -> Path:
+        """The (masked) database URL the running server was started with."""
+        return self.home / "database"
+
+    def outdated(self) -> bool:
+        try:
+            return self.database_marker.read_text().strip() != self.database_url(masked=True)
+        except OSError:
+            return True  # started before the sandbox's Prefect moved to PostgreSQL: it runs on SQLite
+
+    def create_database(self) -> None:
+        """Role and database `prefect` on the primary (idempotent; the role's password follows the state)."""
+        from psycopg import sql
+
+        with self.postgres.connect() as conn:
+            role = sql.Identifier(self.db_user)
+            password = sql.Literal(self.db_password)
+            if conn.execute("select 1 from pg_roles where rolname = %s", (self.db_user,)).fetchone():
+                conn.execute(sql.SQL("alter role {} login password {}").format(role, password))
+            else:
+                conn.execute(sql.SQL("create role {} login password {}").format(role, password))
+            if not conn.execute("select 1 from pg_database where datname = %s", (self.database,)).fetchone():
+                conn.execute(
+                    sql.SQL("create database {} owner {}").format(sql.Identifier(self.database), role)
+                )
+
+    def server_env(self) -> dict[str, str | None]:
         prefect_home = self.home / "home"
         prefect_home.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "prefect", "server", "start", "--host", LOCAL, "--port", str(self.port)]
-        env: dict[str, str | None] = {
+        return {
             "PREFECT_HOME": str(prefect_home.resolve()),
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url(),  # in the environment, never argv
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": None,
             "PREFECT_UI_API_URL": f"{self.url()}/api",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         }
+
+    def prepare(self) -> None:
+        """Create and migrate the database (`prefect server database upgrade`): the server then starts in
+        seconds, and a restart onto PostgreSQL migrates while the old server still serves."""
+        self.create_database()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.server_env()}
+        with open(self.log, "a") as handle:
+            result = subprocess.run(
+                [sys.executable, "-m", "prefect", "--no-prompt", "server", "database", "upgrade", "-y"],
+                cwd=self.home,
+                env={key: value for key, value in env.items() if value is not None},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                timeout=self.migrate_timeout,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise SandboxError(f"prefect: migrating its PostgreSQL database failed; see {self.log}")
+
+    def start(self) -> None:
+        env = self.server_env()
+        self.database_marker.write_text(self.database_url(masked=True) + "\n")
+        args = [sys.executable, "-m", "prefect", "server", "start", "--host", LOCAL, "--port", str(self.port)]
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=env)
 
     def probe(self) -> bool:
@@ -688,10 +767,11 @@ class PrefectServer(Service):
             f.unlink(missing_ok=True)
 
     def env(self) -> dict[str, str]:
+        # not the database URL: clients never need it, and prefect_test_harness would pick it up
         return {"PREFECT_API_URL": f"{self.url()}/api"}
 
     def details(self) -> dict[str, Any]:
-        return {"ui": self.url()}
+        return {"ui": self.url(), "database": self.database_url(masked=True)}
 
 
 class PrefectWorker(Service):
