@@ -164,44 +164,114 @@ def _upsample(last_bucket: float, forecast: np.ndarray, k: int, h: int) -> np.nd
     return np.interp(np.arange(h), centres, np.concatenate([[last_bucket], forecast]))
 
 
-# statsforecast imports utilsforecast and fugue, which import dask.dataframe and fugue's Dask plugin
-# whenever dask is installed (the `cluster` extra): ~1 CPU-s and ~30 MB per process that fits models
-# (measured here: 2.7 -> 1.7 CPU-s), for backends this module never uses. They are hidden while
-# statsforecast is first imported, and only if nothing imported them before.
-_UNUSED_BACKENDS = ("dask.dataframe", "fugue_dask")
+# Memory and start-up: `import statsforecast` runs its package __init__ (the StatsForecast class, fugue,
+# pyarrow, dask when installed) and statsforecast.utils imports numba (llvmlite's LLVM library alone is
+# ~57 MB resident): ~175 MB and ~0.7 CPU-s per process for code these two models never run. The models
+# used here are AutoETS (statsforecast.ets: its fit is C++ in statsforecast._lib, no numba) and MSTL
+# (statsmodels' STL, then AutoETS on the seasonally adjusted series). So statsforecast.ets is loaded on
+# its own: the package's __init__ is skipped, numba is replaced by a no-op `njit` (ets calls no jitted
+# function: utils' one jitted helper serves the CES model) and dask is hidden, for the time of that one
+# import only; then every module loaded that way is dropped from sys.modules again, so a later
+# `import statsforecast` anywhere in the process gets the real package with real numba.
+# `scaleops forecast` on 4,000 points: peak RSS 334 -> 211 MB, 3.0 -> 2.3 CPU-s (docs/benchmarks.md).
+_HIDDEN_WHILE_LOADING = ("dask", "fugue", "fugue_dask")
+_ets: tuple[Any, Any] | None = None
 
 
-def _statsforecast_models() -> Any:
+def _ets_functions() -> tuple[Any, Any]:
+    """statsforecast's (ets_f, forecast_ets), loaded without its package import (see above)."""
+    global _ets
+    if _ets is not None:
+        return _ets
+    import importlib
+    import importlib.util
     import sys
+    import types
 
-    if "statsforecast.models" not in sys.modules:
-        hidden = [name for name in _UNUSED_BACKENDS if name not in sys.modules]
-        for name in hidden:
-            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError: skipped
-        try:
-            import statsforecast.models  # noqa: F401 (imported for sys.modules)
-        finally:
-            for name in hidden:
-                if name in sys.modules and sys.modules[name] is None:
-                    del sys.modules[name]
-    return sys.modules["statsforecast.models"]
+    if "statsforecast.ets" in sys.modules:  # the real package is already here: use it
+        module = sys.modules["statsforecast.ets"]
+        _ets = (module.ets_f, module.forecast_ets)
+        return _ets
+    before = set(sys.modules)
+    spec = importlib.util.find_spec("statsforecast")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("statsforecast is not installed")
+    stand_ins: dict[str, types.ModuleType | None] = {}
+    if "statsforecast" not in sys.modules:
+        package = types.ModuleType("statsforecast")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        stand_ins["statsforecast"] = package
+    if "numba" not in sys.modules:
+        numba = types.ModuleType("numba")
+
+        def njit(*args: Any, **_kwargs: Any) -> Any:
+            if len(args) == 1 and callable(args[0]):
+                return args[0]
+            return lambda function: function
+
+        numba.njit = njit  # type: ignore[attr-defined]
+        stand_ins["numba"] = numba
+    for name in _HIDDEN_WHILE_LOADING:
+        if name not in sys.modules:
+            stand_ins[name] = None  # import raises ImportError: the optional backend is skipped
+    sys.modules.update(stand_ins)  # type: ignore[arg-type]
+    try:
+        module = importlib.import_module("statsforecast.ets")
+        _ets = (module.ets_f, module.forecast_ets)
+    finally:
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in ("statsforecast", "utilsforecast"):
+                del sys.modules[name]
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+    return _ets
+
+
+def _auto_ets(y: np.ndarray, h: int) -> np.ndarray:
+    """statsforecast's `AutoETS(model="ZZN").forecast(y, h)["mean"]`: non-seasonal ETS, chosen by AICc."""
+    ets_f, forecast_ets = _ets_functions()
+    fitted = ets_f(np.asarray(y, dtype=float), m=1, model="ZZN", damped=None, phi=None)
+    return np.asarray(forecast_ets(fitted, h=h, level=None)["mean"], dtype=float)
+
+
+def _mstl(y: np.ndarray, periods: Sequence[int], h: int) -> np.ndarray:
+    """statsforecast's `MSTL(season_length=periods, trend_forecaster=AutoETS(model="ZZN")).forecast(y, h)`
+    (statsforecast.mstl.mstl and MSTL.forecast, step for step): STL per season (seasonal_deg 0, seasonal
+    windows 11, 15, ..., two passes when there are several seasons), AutoETS on trend + remainder, each
+    season repeated from its last cycle."""
+    from statsmodels.tsa.seasonal import STL
+
+    msts = sorted(periods)
+    windows = 7 + 4 * np.arange(1, 7)
+    x = np.asarray(y, dtype=float)
+    seas = np.zeros((len(msts), x.size))
+    deseas = np.copy(x)
+    for _ in range(2 if len(msts) > 1 else 1):
+        for i, period in enumerate(msts):
+            deseas = deseas + seas[i]
+            fit = STL(deseas, period=period, seasonal=int(windows[i]), seasonal_deg=0).fit()
+            seas[i] = fit.seasonal
+            deseas = deseas - seas[i]
+    trend = np.asarray(fit.trend)
+    adjusted = trend + (deseas - trend)
+    mean = _auto_ets(adjusted, h)
+    for i, period in enumerate(msts):
+        mean = mean + np.resize(seas[i][-period:], h)
+    return mean
 
 
 def _smooth_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.ndarray:
-    sf = _statsforecast_models()
-    MSTL, AutoETS = sf.MSTL, sf.AutoETS  # noqa: N806 (statsforecast's class names)
-
     k = seasons.k
     ya = _aggregate(y, k)
     keep = WEEKLY_CYCLES_KEPT * seasons.weekly // k if seasons.weekly else MAX_SMOOTH_BUCKETS
     ya = ya[-keep:]
     ha = math.ceil(h / k) + 1
     if model == "ets":
-        fitted: Any = AutoETS(model="ZZN")
+        mean = _auto_ets(ya, ha)
     else:
-        lengths = [s // k for s in (seasons.daily, seasons.weekly) if s]
-        fitted = MSTL(season_length=lengths, trend_forecaster=AutoETS(model="ZZN"))
-    mean = np.asarray(fitted.forecast(y=ya.astype(float), h=ha)["mean"], dtype=float)
+        mean = _mstl(ya, [s // k for s in (seasons.daily, seasons.weekly) if s], ha)
     return _upsample(float(ya[-1]), mean, k, h)
 
 

@@ -293,3 +293,50 @@ def test_falling_series_breaches_below_and_recommends_for_the_trough() -> None:
     )
     assert advice is not None and advice.units == int(np.ceil((100 - found.peak_upper) / 50))
     assert breach(fc.frame(start, HOUR), 100.0, "above").breach_at is not None  # starts above 100
+
+
+# ----------------------------------------------------------------------------------------------- light import
+def test_smooth_models_load_without_numba_or_the_statsforecast_package() -> None:
+    """The CLI's memory goal: a fit loads statsforecast.ets alone (no numba, no package __init__, no dask)
+    and leaves no stand-in behind. In a fresh process, since another test may have imported them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from tasks.capacity.models import Seasons, point_forecast\n"
+        "y = 50 + 10 * np.sin(np.arange(24 * 6) * 2 * np.pi / 24)\n"
+        "fc = point_forecast('mstl', y, 24, Seasons(daily=24, weekly=0, k=1))\n"
+        "assert fc.shape == (24,) and np.all(np.isfinite(fc))\n"
+        "loaded = sorted(m for m in ('numba', 'llvmlite', 'dask', 'fugue', 'statsforecast', 'utilsforecast')"
+        " if m in sys.modules)\n"
+        "print(','.join(loaded) or 'none')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
+    assert done.stdout.strip() == "none"
+
+
+def test_light_models_equal_statsforecasts_own_classes() -> None:
+    """The hand-rolled MSTL and AutoETS calls give statsforecast's own answers (same code, fewer imports),
+    and the real package still imports with real numba afterwards."""
+    from tasks.capacity.models import _auto_ets, _mstl
+
+    rng = np.random.default_rng(3)
+    n = 24 * 7 * 3
+    y = 100 + 0.05 * np.arange(n) + 10 * np.sin(2 * np.pi * np.arange(n) / 24)
+    y = y + 5 * np.sin(2 * np.pi * np.arange(n) / 168) + rng.normal(0, 1, n)
+    ours_ets, ours_mstl = _auto_ets(y, 30), _mstl(y, [168, 24], 30)
+    import numba
+    from statsforecast.models import MSTL, AutoETS
+
+    assert hasattr(numba, "jit")  # the real numba, not the stand-in used while loading
+    theirs_ets = AutoETS(model="ZZN").forecast(y=y, h=30)["mean"]
+    theirs_mstl = MSTL(season_length=[24, 168], trend_forecaster=AutoETS(model="ZZN")).forecast(y=y, h=30)
+    assert np.allclose(ours_ets, theirs_ets, rtol=1e-9, atol=1e-9)
+    assert np.allclose(ours_mstl, theirs_mstl["mean"], rtol=1e-9, atol=1e-9)
