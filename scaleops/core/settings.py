@@ -353,8 +353,14 @@ class ChainSettings(Section):
     logs_block_range: int = Field(
         default=0, ge=0, description="blocks per eth_getLogs request (0: one request); providers cap it"
     )
+    explorer_url: str | None = Field(
+        default=None,
+        description="block explorer: the L2 report links each tx to <explorer>/tx/<hash> (its query kept, "
+        "e.g. https://explorer.solana.com?cluster=devnet)",
+    )
 
     _rpc = field_validator("rpc_url")(_http_url("RPC URL"))
+    _explorer = field_validator("explorer_url")(_http_url("explorer URL"))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -388,7 +394,7 @@ class SeriesSettings(Section):
     )
     unit: str = ""
     capacity_per_unit: float | None = Field(default=None, gt=0, description="metric units one unit adds")
-    unit_cost_per_month: float | None = Field(default=None, ge=0)
+    unit_cost_per_month: float | None = Field(default=None, ge=0, description="USD a month per unit")
     bounds: tuple[float | None, float | None] | None = Field(default=None, description="e.g. [0, 100]")
     lead_time: str | None = Field(default=None, description="default: capacity.lead_time")
 

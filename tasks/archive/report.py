@@ -133,11 +133,14 @@ def render_markdown(report: ArchiveReport, settings: Settings) -> str:
             "",
             "## Bundles posted",
             "",
-            "| tx | items | bytes | winston | mode |",
-            "|---|---|---|---|---|",
+            "| tx | items | size (MiB) | price (winston) | price (AR) | mode |",
+            "|---|---|---|---|---|---|",
         ]
         for b in report.bundles[:MAX_ROWS_IN_MARKDOWN]:
-            lines.append(f"| `{b.tx_id}` | {b.items} | {b.bytes} | {b.winston} | {b.mode} |")
+            lines.append(
+                f"| `{b.tx_id}` | {b.items} | {b.bytes / 1024**2:.2f} | {b.winston:,} "
+                f"| {b.winston / WINSTON_PER_AR:.6f} | {b.mode} |"
+            )
     if report.repaired:
         lines += ["", "## Repaired", "", *[f"- `{f.key}`: {f.reason}" for f in report.repaired]]
     return "\n".join(lines)

@@ -56,10 +56,11 @@ def render_markdown(report: BackupReport, settings: Settings) -> str:
     rpo = f"{report.rpo_seconds:.0f} s" if report.rpo_seconds is not None else "no verified backup"
     rto = f"{report.rto_seconds:.1f} s" if report.rto_seconds is not None else "no restore"
     lag = report.replication.lag_seconds
+    target, sla = settings.backup.rpo_target_seconds, settings.backup.replication_sla_seconds
     lines += [
         "",
-        f"**RPO** {rpo} · **RTO** {rto} · **S3 replication lag** "
-        f"{f'{lag:.1f} s' if lag is not None else 'n/a'}",
+        f"**RPO** {rpo} (target {duration(target)}) · **RTO** {rto} · **S3 replication lag** "
+        f"{f'{lag:.1f} s' if lag is not None else 'n/a'} (SLA {duration(sla)})",
     ]
     if report.problems:
         lines += ["", "## What is wrong", ""]
@@ -109,12 +110,15 @@ def render_markdown(report: BackupReport, settings: Settings) -> str:
             "",
             "## Backups taken",
             "",
-            "| database | key | bytes | sha256 | seconds |",
-            "|---|---|---|---|---|",
+            "| database | key | size (GiB) | size (bytes) | sha256 | took (s) |",
+            "|---|---|---|---|---|---|",
         ]
         for b in report.backups:
             seconds = (b.finished_at - b.started_at).total_seconds()
-            lines.append(f"| {b.database} | `{b.key}` | {b.bytes} | `{b.sha256[:16]}…` | {seconds:.1f} |")
+            lines.append(
+                f"| {b.database} | `{b.key}` | {b.bytes / 1024**3:.2f} | {b.bytes:,} | `{b.sha256[:16]}…` "
+                f"| {seconds:.1f} |"
+            )
     if report.newest_verified:
         lines += ["", "## Newest verified backup", ""]
         lines += [f"- {db}: `{key}`" for db, key in sorted(report.newest_verified.items())]
@@ -133,20 +137,25 @@ def render_markdown(report: BackupReport, settings: Settings) -> str:
             f"## Restore test {x.database}: {verdict}",
             "",
             f"`{x.backup_key}` from the replica region into `{x.scratch_database}` "
-            f"({x.seconds if x.seconds is not None else '-'} s restore, "
-            f"{x.checks_seconds if x.checks_seconds is not None else '-'} s checks; "
+            f"(restore {'n/a' if x.seconds is None else f'{x.seconds} s'}, "
+            f"checks {'n/a' if x.checks_seconds is None else f'{x.checks_seconds} s'}; "
             f"scratch database {'dropped' if x.dropped else 'NOT dropped: drop it by hand'}).",
             "",
         ]
         lines += [f"- failed: {c}" for c in x.checks_failed]
         lines.append(f"- passed: {len(x.checks_passed)} check(s)")
     if report.replica_lag:
-        lines += ["", "## PostgreSQL streaming replica", "", "| replica | state | bytes behind | seconds |"]
-        lines.append("|---|---|---|---|")
+        lines += [
+            "",
+            "## PostgreSQL streaming replica",
+            "",
+            "| replica | state | behind (bytes of WAL) | replay lag (s) |",
+            "|---|---|---|---|",
+        ]
         for replica in report.replica_lag:
-            lines.append(
-                f"| {replica.application_name} | {replica.state} | {replica.bytes} | {replica.seconds} |"
-            )
+            behind = "n/a" if replica.bytes is None else f"{replica.bytes:,}"
+            replay = "n/a" if replica.seconds is None else f"{replica.seconds:.1f}"
+            lines.append(f"| {replica.application_name} | {replica.state} | {behind} | {replay} |")
     t = report.retention
     lines += [
         "",
@@ -158,6 +167,13 @@ def render_markdown(report: BackupReport, settings: Settings) -> str:
     ]
     lines += [f"- `{k}`" for k in t.deleted[:MAX_KEYS_IN_MARKDOWN]]
     return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """900 -> '900 s', 93600 -> '26 h' (whole hours above an hour)."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds:g} s"
 
 
 def _table(report: BackupReport) -> list[dict[str, Any]]:

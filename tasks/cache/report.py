@@ -100,7 +100,7 @@ def render_markdown(report: CacheWarmingReport) -> str:
         f"# Cache warming `{report.warm_set}` → {report.target}: {verdict}"
         + (" (dry run)" if report.dry_run else ""),
         "",
-        "| | |",
+        "| measure | value |",
         "|---|---|",
         f"| keys written | {report.keys_written:,} ({report.bytes_written:,} B of keys + values) |",
         f"| rows read / skipped (NULL) | {report.rows_read:,} / {report.skipped:,} |",

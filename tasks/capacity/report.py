@@ -97,11 +97,22 @@ class CapacityReport(DutyReport):
                 "repairs": sum(v for k, v in s.repairs.items() if k != "history_cut"),
                 "breach_at": fmt_time(s.breach_at),
                 "breach_at_upper": fmt_time(s.breach_at_upper),
-                "recommendation": s.recommendation or "",
-                "monthly_cost": s.monthly_cost,
+                "recommendation": advice(s),
             }
             for s in self.series
         ]
+
+
+CV_MASE_MEANS = (
+    "CV MASE: the model's cross-validated mean absolute error divided by that of a one-step naive "
+    "forecast (tomorrow = today); below 1 beats naive, above 2 the series is hard to forecast: trust "
+    "the 95% band, not the mean."
+)
+
+
+def advice(result: SeriesResult) -> str:
+    """The recommendation, only where the series needs one: never on a series marked ok."""
+    return "" if result.status == "ok" else (result.recommendation or "")
 
 
 def mean_forecast(result: SeriesResult) -> str:
@@ -124,27 +135,42 @@ def render_markdown(report: CapacityReport, charts: dict[str, str]) -> str:
         "",
         f"as of `{report.as_of.isoformat()}`, lookback {report.lookback}, horizon {report.horizon}",
         "",
-        "| series | model | CV MASE | last | threshold | breach (mean) | earliest (upper 95%) | "
-        "latest (lower 95%) | recommendation |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| series | status | last | threshold | earliest breach (upper 95%) | breach (mean) | "
+        "latest breach (lower 95%) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in report.series:
+        last = "n/a" if s.last_value is None else f"{s.last_value:.4g} {s.unit}".rstrip()
         lines.append(
-            f"| {s.name} | {s.model or s.status} | {'' if s.cv_mase is None else f'{s.cv_mase:.2f}'} | "
-            f"{'' if s.last_value is None else f'{s.last_value:.4g}'} {s.unit} | {s.threshold:g} {s.unit} | "
-            f"{fmt_time(s.breach_at)} | {fmt_time(s.breach_at_upper)} | {fmt_time(s.breach_at_lower)} | "
-            f"{s.recommendation or ''} |"
+            f"| {s.name} | {s.status} | {last} | {s.threshold:g} {s.unit} | {fmt_time(s.breach_at_upper)} | "
+            f"{fmt_time(s.breach_at)} | {fmt_time(s.breach_at_lower)} |"
         )
+    lines += [
+        "",
+        "| series | model | CV MASE | recommendation |",
+        "|---|---|---|---|",
+    ]
+    for s in report.series:
+        mase = "n/a" if s.cv_mase is None else f"{s.cv_mase:.2f}"
+        lines.append(f"| {s.name} | {s.model or 'none'} | {mase} | {advice(s) or '-'} |")
+    lines += ["", CV_MASE_MEANS]
     for s in report.series:
         lines += ["", f"## {s.name} ({s.source}): {s.status}"]
         if s.breach_at_upper:
             earliest, latest = fmt_time(s.breach_at_upper), fmt_time(s.breach_at_lower)
-            lines.append(
-                f"- crosses {s.threshold:g} {s.unit} around **{fmt_time(s.breach_at)}** "
-                f"(between {earliest} and {latest if s.breach_at_lower else 'after the horizon'})"
-            )
-        if s.recommendation:
-            lines.append(f"- recommendation: {s.recommendation}")
+            latest = latest if s.breach_at_lower else "after the horizon"
+            if s.breach_at:
+                lines.append(
+                    f"- crosses {s.threshold:g} {s.unit} around **{fmt_time(s.breach_at)}** "
+                    f"(between {earliest} and {latest})"
+                )
+            else:
+                lines.append(
+                    f"- may cross {s.threshold:g} {s.unit} from **{earliest}** (upper 95% band); "
+                    f"{mean_forecast(s)}"
+                )
+        if advice(s):
+            lines.append(f"- recommendation: {advice(s)}")
         if s.why:
             lines.append(f"- model: {s.why}")
         if s.repairs:

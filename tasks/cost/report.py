@@ -93,9 +93,8 @@ class CostReport(DutyReport):
                 "where": f.where,
                 "what": f.what,
                 "age_days": f.age_days,
-                "monthly_usd": f.monthly_usd,
-                "state": f.state,
-                "due": f.due or "",
+                "monthly_usd": f.monthly_usd,  # USD a month
+                "state": f"{f.state} (due {f.due})" if f.due else f.state,
                 "detail": f.detail,
             }
             for f in self.findings[:1000]
@@ -122,15 +121,21 @@ def render_markdown(report: CostReport) -> str:
         "",
         "## Policies",
         "",
-        "| policy | resource | action | found | marked | unmarked | due | acted | protected | changed "
-        "| errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| policy | resource | action | found | marked | due | acted | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in report.policies:
         lines.append(
-            f"| {p.name} | {p.resource} | {p.action} | {p.found} | {p.marked} | {p.unmarked} | {p.due} | "
-            f"{p.acted} | {p.skipped_protected} | {p.skipped_changed} | {p.errors} |"
+            f"| {p.name} | {p.resource} | {p.action} | {p.found} | {p.marked} | {p.due} | {p.acted} "
+            f"| {p.errors} |"
         )
+    lines += [
+        "",
+        "| policy | unmarked (back in use) | skipped: protected | skipped: changed since listed |",
+        "|---|---|---|---|",
+    ]
+    for p in report.policies:
+        lines.append(f"| {p.name} | {p.unmarked} | {p.skipped_protected} | {p.skipped_changed} |")
     if report.findings:
         lines += [
             "",
