@@ -21,11 +21,16 @@ def add(
     content_type: Annotated[
         str | None, typer.Option("--content-type", help="default: guessed from each file's name")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="name=value added to each file's data item (repeatable)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Queue files; bytes already in the ledger (under any name) are not queued again, only named."""
     from scaleops.cli.console import load_cli_settings
     from scaleops.core.clients import postgres_connect
+    from tasks.archive.archiver import check_user_tags, parse_tag
     from tasks.archive.collect import local_files
     from tasks.archive.ledger import NewContent, add_content, ensure_schema
 
@@ -33,9 +38,19 @@ def add(
     if missing:
         raise fail(f"no such file: {', '.join(missing)}")
     settings = load_cli_settings()
-    contents = list(local_files(files))
-    if content_type:
-        contents = [NewContent(c.key, c.body, content_type, c.sha256, c.size) for c in contents]
+    try:
+        tags = tuple(parse_tag(t) for t in tag or [])
+    except ValueError as exc:
+        raise fail(f"--tag: {exc}") from None
+    contents = [
+        NewContent(c.key, c.body, content_type or c.content_type, c.sha256, c.size, tags=tags)
+        for c in local_files(files)
+    ]
+    for c in contents:
+        try:
+            check_user_tags(c.tags, c.key, c.content_type, settings.archive.app_name)
+        except ValueError as exc:
+            raise fail(f"--tag: {exc}") from None
     with postgres_connect(settings, autocommit=True) as conn:
         ensure_schema(conn)
         added, existing = add_content(conn, contents)

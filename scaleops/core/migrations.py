@@ -186,12 +186,18 @@ create table alert_emissions (
 create index alert_emissions_last_seen on alert_emissions (last_seen_at);
 """
 
+ARCHIVE_TAGS = """
+-- arweave-archival: tags given by hand (`scaleops archive add --tag k=v`), added to the data item's tags
+alter table archive_items add column tags jsonb not null default '[]';  -- [[name, value], ...]
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
     Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
     Migration(3, "l2 outbox: namespace of its operation ids on chain", OUTBOX_NAMESPACE),
     Migration(4, "arweave archival: ledger of items, bundles and source watermarks", ARCHIVE_LEDGER),
     Migration(5, "alert bridge: emitted alerts, for durable dedupe", ALERT_EMISSIONS),
+    Migration(6, "arweave archival: tags of an item given by hand", ARCHIVE_TAGS),
 )
 
 

@@ -508,6 +508,12 @@ class ArchiveSource(Section):
     query: str | None = Field(
         default=None, description="postgres: SQL returning key, content_type, bytes (or an s3:// url)"
     )
+    watermark: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="postgres: a column of the query that grows (id, updated_at); only rows past the "
+        "source's stored watermark are read",
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ArchiveSource:
@@ -515,6 +521,8 @@ class ArchiveSource(Section):
             raise ValueError("an s3 source needs url: s3://bucket/prefix")
         if self.kind == "postgres" and not (self.query or "").strip():
             raise ValueError("a postgres source needs query")
+        if self.kind == "s3" and self.watermark:
+            raise ValueError("watermark is a postgres source's column (an s3 source uses LastModified)")
         return self
 
 

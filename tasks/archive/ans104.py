@@ -25,6 +25,9 @@ SIG_ARWEAVE = 1
 SIG_LENGTH = 512
 OWNER_LENGTH = 512
 MAX_TAGS = 128
+MAX_TAG_NAME_BYTES = 1024
+MAX_TAG_VALUE_BYTES = 3072
+MAX_TAG_BYTES = 4096  # the encoded tags of one item (arbundles' verify and bundlers refuse more)
 MAX_CHUNK_SIZE = 256 * 1024
 MIN_CHUNK_SIZE = 32 * 1024
 PSS_SIGN = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
@@ -148,12 +151,17 @@ def encode_tags(tags: Sequence[Tag]) -> bytes:
         return b""
     out = bytearray(_zigzag_varint(len(tags)))
     for name, value in tags:
-        for text, limit in ((name, 1024), (value, 3072)):
+        for text, limit in ((name, MAX_TAG_NAME_BYTES), (value, MAX_TAG_VALUE_BYTES)):
             raw = text.encode()
             if not raw or len(raw) > limit:
-                raise ValueError(f"tag {name!r}: names 1-1024 bytes, values 1-3072 bytes")
+                raise ValueError(
+                    f"tag {name[:40]!r}: names 1-{MAX_TAG_NAME_BYTES} bytes, "
+                    f"values 1-{MAX_TAG_VALUE_BYTES} bytes"
+                )
             out += _zigzag_varint(len(raw)) + raw
     out += b"\x00"
+    if len(out) > MAX_TAG_BYTES:
+        raise ValueError(f"the tags encode to {len(out)} bytes; at most {MAX_TAG_BYTES}")
     return bytes(out)
 
 

@@ -24,12 +24,20 @@ from typing import Any
 
 from scaleops.core.settings import ArchiveSettings
 from tasks.archive import ledger
-from tasks.archive.ans104 import Tag, Wallet, bundle_items, create_data_item, sign_transaction
+from tasks.archive.ans104 import (
+    MAX_TAGS,
+    Tag,
+    Wallet,
+    bundle_items,
+    create_data_item,
+    encode_tags,
+    sign_transaction,
+)
 from tasks.archive.gateway import Gateway
 from tasks.archive.report import ArchiveReport, BundleRecord, Finding
 
 CRASH_ENV = "SCALEOPS_ARCHIVE_CRASH_AT"
-CRASH_STEPS = ("signed", "sent", "posted")
+CRASH_STEPS = ("collected", "signed", "sent", "posted")
 APP_VERSION = "1"
 BUNDLE_OVERHEAD = 32  # the bundle's item count
 ITEM_OVERHEAD = 64 + 2 + 512 + 512 + 2 + 16  # header entry + fixed item fields
@@ -46,18 +54,49 @@ class BudgetError(RuntimeError):
     """The wallet cannot pay for the first bundle: the run refuses to start archiving."""
 
 
-def item_tags(item: ledger.Item, app_name: str) -> list[Tag]:
+SOURCE_KEY_BYTES = 2048  # a longer key is cut: our tags must leave room in an item's 4096 tag bytes
+RESERVED_TAGS = ("Content-Type", "Content-SHA256", "App-Name", "App-Version", "Source-Key")
+
+
+def standard_tags(sha256: str, content_type: str, key: str, app_name: str) -> list[Tag]:
     return [
-        ("Content-Type", item.content_type),
-        ("Content-SHA256", item.sha256),
+        ("Content-Type", content_type),
+        ("Content-SHA256", sha256),
         ("App-Name", app_name),
         ("App-Version", APP_VERSION),
-        ("Source-Key", item.first_key[:3072]),
+        ("Source-Key", key.encode()[:SOURCE_KEY_BYTES].decode(errors="ignore")),
     ]
 
 
+def item_tags(item: ledger.Item, app_name: str) -> list[Tag]:
+    """The data item's tags: ours (what verification and GraphQL look up), then those given by hand."""
+    return standard_tags(item.sha256, item.content_type, item.first_key, app_name) + list(item.tags)
+
+
+def parse_tag(text: str) -> Tag:
+    """`name=value` (the value may contain '='), or ValueError."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text[:40]!r} is not name=value")
+    return name, value
+
+
+def check_user_tags(tags: Sequence[Tag], key: str, content_type: str, app_name: str) -> None:
+    """ANS-104's limits for tags given by hand, with ours: names 1-1024 and values 1-3072 bytes, at
+    most 128 tags and 4096 encoded bytes per item, and none of our own tag names (they are what
+    verification trusts). ValueError naming the tag."""
+    reserved = {n.lower() for n in RESERVED_TAGS}
+    for name, _ in tags:
+        if name.lower() in reserved:
+            raise ValueError(f"tag {name!r} is set by scaleops itself ({', '.join(RESERVED_TAGS)})")
+    if len(RESERVED_TAGS) + len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS - len(RESERVED_TAGS)} tags besides scaleops' own")
+    encode_tags(standard_tags("0" * 64, content_type, key, app_name) + list(tags))
+
+
 def estimated_size(item: ledger.Item) -> int:
-    return ITEM_OVERHEAD + item.size + 400 + len(item.first_key.encode())  # tags: a generous bound
+    tags = sum(len(n.encode()) + len(v.encode()) + 4 for n, v in item.tags)
+    return ITEM_OVERHEAD + item.size + 400 + len(item.first_key.encode()) + tags  # tags: a generous bound
 
 
 def plan_bundles(items: Sequence[ledger.Item], max_bytes: int) -> list[list[ledger.Item]]:

@@ -54,24 +54,56 @@ def s3_new_objects(client: Any, url: str, watermark: str | None) -> tuple[list[N
     return found, newest
 
 
+def _row_content(key: Any, kind: Any, value: Any, s3_client: Any) -> NewContent:
+    """One row `key, content_type, bytes-or-s3-url` of a PostgreSQL source."""
+    if isinstance(value, str) and value.startswith("s3://"):
+        client = s3_client() if callable(s3_client) else s3_client
+        if client is None:
+            raise ValueError(f"{key}: an s3:// value needs the S3 settings")
+        bucket, object_key = parse_s3_url(value)
+        body = client.get_object(Bucket=bucket, Key=object_key)["Body"].read()
+        c = NewContent.of(str(key), body, kind or content_type_of(str(key)))
+        return NewContent(c.key, None, c.content_type, c.sha256, c.size, source_url=value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return NewContent.of(str(key), bytes(value), kind or content_type_of(str(key)))
+    if isinstance(value, str):
+        return NewContent.of(str(key), value.encode(), kind or "text/plain")
+    raise ValueError(f"{key}: the third column must be bytes or an s3:// URL")
+
+
 def postgres_rows(conn: Any, query: str, s3_client: Any = None) -> list[NewContent]:
-    """Rows `key, content_type, bytes-or-s3-url` of the source's query."""
-    found = []
-    for key, kind, value in conn.execute(query).fetchall():
-        if isinstance(value, str) and value.startswith("s3://"):
-            if s3_client is None:
-                raise ValueError(f"{key}: an s3:// value needs the S3 settings")
-            bucket, object_key = parse_s3_url(value)
-            body = s3_client.get_object(Bucket=bucket, Key=object_key)["Body"].read()
-            c = NewContent.of(str(key), body, kind or content_type_of(str(key)))
-            found.append(NewContent(c.key, None, c.content_type, c.sha256, c.size, source_url=value))
-        elif isinstance(value, bytes | bytearray | memoryview):
-            found.append(NewContent.of(str(key), bytes(value), kind or content_type_of(str(key))))
-        elif isinstance(value, str):
-            found.append(NewContent.of(str(key), value.encode(), kind or "text/plain"))
+    """Every row `key, content_type, bytes-or-s3-url` of the source's query (a source without a
+    watermark: each run reads them all; the ledger's dedupe keeps them from being queued twice)."""
+    return [_row_content(k, kind, v, s3_client) for k, kind, v, *_ in conn.execute(query).fetchall()]
+
+
+def postgres_batches(
+    conn: Any, query: str, column: str, watermark: str | None, s3_client: Any = None, batch: int = CHUNK
+) -> Iterator[tuple[list[NewContent], str]]:
+    """Rows of the source's query whose `column` is past `watermark`, in batches in the column's order:
+    (contents, the batch's new watermark, as PostgreSQL prints the column). A batch never splits rows
+    that share a value of the column (the next batch starts strictly after it), so none is skipped.
+
+    The caller stores the watermark only after the batch is committed to the ledger: a crash in
+    between reads the batch again, and the ledger's dedupe makes that harmless."""
+    quoted = '"' + column.replace('"', '""') + '"'
+    select = f"select src.*, src.{quoted}::text from ({query.strip().rstrip(';')}) as src"
+    while True:
+        if watermark is None:
+            rows = conn.execute(f"{select} order by src.{quoted} limit %s", (batch,)).fetchall()
         else:
-            raise ValueError(f"{key}: the third column must be bytes or an s3:// URL")
-    return found
+            rows = conn.execute(
+                f"{select} where src.{quoted} > %s order by src.{quoted} limit %s", (watermark, batch)
+            ).fetchall()
+        rows = [r for r in rows if r[-1] is not None]
+        if not rows:
+            return
+        last = rows[-1][-1]
+        if len(rows) == batch:  # rows sharing the last value may go on past the limit: take them all
+            rows = [r for r in rows if r[-1] != last]
+            rows += conn.execute(f"{select} where src.{quoted} = %s", (last,)).fetchall()
+        yield [_row_content(r[0], r[1], r[2], s3_client) for r in rows], last
+        watermark = last
 
 
 def describe(source: ArchiveSource) -> str:

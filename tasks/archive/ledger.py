@@ -26,10 +26,17 @@ class NewContent:
     sha256: str = ""
     size: int = 0
     source_url: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # given by hand, added to the data item's tags
 
     @staticmethod
-    def of(key: str, body: bytes, content_type: str = "application/octet-stream") -> NewContent:
-        return NewContent(key, body, content_type, hashlib.sha256(body).hexdigest(), len(body))
+    def of(
+        key: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        tags: Sequence[tuple[str, str]] = (),
+    ) -> NewContent:
+        digest = hashlib.sha256(body).hexdigest()
+        return NewContent(key, body, content_type, digest, len(body), tags=tuple(tags))
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Item:
     reposts: int = 0
     body: bytes | None = None
     source_url: str | None = None
+    tags: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -64,8 +72,10 @@ class Bundle:
 
 
 ITEM_COLUMNS = (
-    "sha256, size, content_type, first_key, keys, status, item_id, bundle_id, ipfs_cid, winston, reposts"
+    "sha256, size, content_type, first_key, keys, status, item_id, bundle_id, ipfs_cid, winston, reposts,"
+    " tags"
 )
+EXTRA = len(ITEM_COLUMNS.split(","))  # index of the first column selected after ITEM_COLUMNS
 
 
 def ensure_schema(conn: Any) -> None:
@@ -73,7 +83,7 @@ def ensure_schema(conn: Any) -> None:
 
 
 def _item(row: Sequence[Any], body: bytes | None = None, source_url: str | None = None) -> Item:
-    sha, size, kind, first, keys, status, item_id, bundle_id, cid, winston, reposts = row[:11]
+    sha, size, kind, first, keys, status, item_id, bundle_id, cid, winston, reposts, tags = row[:EXTRA]
     return Item(
         sha,
         size,
@@ -88,22 +98,30 @@ def _item(row: Sequence[Any], body: bytes | None = None, source_url: str | None 
         reposts,
         bytes(body) if body is not None else None,
         source_url,
+        [(str(n), str(v)) for n, v in tags or []],
     )
 
 
 def add_content(conn: Any, contents: Iterable[NewContent]) -> tuple[int, int]:
-    """Queue content; bytes already in the ledger only gain the new key. (added, deduplicated)."""
+    """Queue content; bytes already in the ledger only gain the new key (and, while still queued, the
+    tags it does not carry yet). (added, deduplicated)."""
     added = deduplicated = 0
     with conn.transaction():
         for c in contents:
+            tags = json.dumps([list(t) for t in c.tags])
             row = conn.execute(
-                "insert into archive_items (sha256, size, content_type, keys, first_key, body, source_url)"
-                " values (%s, %s, %s, array[%s], %s, %s, %s)"
+                "insert into archive_items"
+                " (sha256, size, content_type, keys, first_key, body, source_url, tags)"
+                " values (%s, %s, %s, array[%s], %s, %s, %s, %s::jsonb)"
                 " on conflict (sha256) do update set keys = case when %s::text = any(archive_items.keys)"
                 "   then archive_items.keys else array_append(archive_items.keys, %s::text) end,"
+                " tags = case when archive_items.status <> 'queued' then archive_items.tags"
+                "   else archive_items.tags || (select coalesce(jsonb_agg(t), '[]'::jsonb)"
+                "     from jsonb_array_elements(excluded.tags) t"
+                "     where not archive_items.tags @> jsonb_build_array(t)) end,"
                 " updated_at = now()"
                 " returning (xmax = 0)",
-                (c.sha256, c.size, c.content_type, c.key, c.key, c.body, c.source_url, c.key, c.key),
+                (c.sha256, c.size, c.content_type, c.key, c.key, c.body, c.source_url, tags, c.key, c.key),
             ).fetchone()
             if row[0]:
                 added += 1
@@ -112,13 +130,27 @@ def add_content(conn: Any, contents: Iterable[NewContent]) -> tuple[int, int]:
     return added, deduplicated
 
 
+def source_watermark(conn: Any, name: str) -> str | None:
+    row = conn.execute("select watermark from archive_sources where name = %s", (name,)).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def set_source_watermark(conn: Any, name: str, watermark: str | None) -> None:
+    """Record how far a source was collected (called only once what it found is in the ledger)."""
+    conn.execute(
+        "insert into archive_sources (name, watermark) values (%s, %s) on conflict (name) do update"
+        " set watermark = coalesce(excluded.watermark, archive_sources.watermark), updated_at = now()",
+        (name, watermark),
+    )
+
+
 def queued(conn: Any, limit: int = 10_000) -> list[Item]:
     rows = conn.execute(
         f"select {ITEM_COLUMNS}, body, source_url from archive_items where status = 'queued'"
         " order by created_at, sha256 limit %s",
         (limit,),
     ).fetchall()
-    return [_item(r, r[11], r[12]) for r in rows]
+    return [_item(r, r[EXTRA], r[EXTRA + 1]) for r in rows]
 
 
 def items(conn: Any, statuses: Sequence[str], limit: int = 100_000) -> list[Item]:
@@ -275,7 +307,7 @@ def without_cid(conn: Any, limit: int = 1000) -> list[Item]:
         " and status in ('signed', 'posted', 'confirmed', 'verified') order by sha256 limit %s",
         (limit,),
     ).fetchall()
-    return [_item(r, r[11], r[12]) for r in rows]
+    return [_item(r, r[EXTRA], r[EXTRA + 1]) for r in rows]
 
 
 def with_cid(conn: Any, statuses: Sequence[str]) -> list[tuple[Item, dict[str, Any]]]:
@@ -284,7 +316,7 @@ def with_cid(conn: Any, statuses: Sequence[str]) -> list[tuple[Item, dict[str, A
         " and status = any(%s) order by sha256",
         (list(statuses),),
     ).fetchall()
-    return [(_item(r), dict(r[11] or {})) for r in rows]
+    return [(_item(r), dict(r[EXTRA] or {})) for r in rows]
 
 
 def requeue(conn: Any, shas: Sequence[str]) -> int:

@@ -14,8 +14,8 @@ from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 from tasks.archive import ledger
 from tasks.archive.ans104 import wallet_from_jwk
-from tasks.archive.archiver import BudgetError, Context, archive_queued, reconcile
-from tasks.archive.collect import CHUNK, parse_s3_url, postgres_rows, s3_new_objects
+from tasks.archive.archiver import BudgetError, Context, archive_queued, crashpoint, reconcile
+from tasks.archive.collect import CHUNK, parse_s3_url, postgres_batches, postgres_rows, s3_new_objects
 from tasks.archive.gateway import Gateway
 from tasks.archive.ipfs import IMPORT_PARAMS, IpfsNode, raw_cid, same_cid
 from tasks.archive.report import ArchiveReport, Finding, IpfsSummary
@@ -64,24 +64,36 @@ def body_loader(settings: Settings, conn: Any) -> Any:
 @io_task(task_run_name="collect {name}")
 def collect_source(settings: Settings, name: str) -> tuple[int, int]:
     """New content of one configured source into the ledger: (added, deduplicated)."""
-    source = settings.archive.sources[name]
-    with connect(settings) as conn:
-        if source.kind == "s3":
-            from scaleops.core.clients import s3_client
+    from scaleops.core.clients import s3_client
 
-            row = conn.execute("select watermark from archive_sources where name = %s", (name,)).fetchone()
-            found, watermark = s3_new_objects(s3_client(settings), source.url or "", row[0] if row else None)
+    source = settings.archive.sources[name]
+    s3: list[Any] = []
+
+    def s3_once() -> Any:
+        if not s3:
+            s3.append(s3_client(settings))
+        return s3[0]
+
+    added = deduplicated = 0
+    with connect(settings) as conn:
+        stored = ledger.source_watermark(conn, name)
+        if source.kind == "postgres" and source.watermark:
+            # batch by batch: the ledger commits a batch, then the watermark moves past it
+            for batch, mark in postgres_batches(conn, source.query or "", source.watermark, stored, s3_once):
+                a, d = ledger.add_content(conn, batch)
+                added, deduplicated = added + a, deduplicated + d
+                crashpoint("collected")
+                ledger.set_source_watermark(conn, name, mark)
+            return added, deduplicated
+        if source.kind == "s3":
+            found, watermark = s3_new_objects(s3_once(), source.url or "", stored)
         else:
-            found, watermark = postgres_rows(conn, source.query or ""), None
-        added = deduplicated = 0
+            found, watermark = postgres_rows(conn, source.query or "", s3_once), None
         for start in range(0, len(found), CHUNK):
             a, d = ledger.add_content(conn, found[start : start + CHUNK])
             added, deduplicated = added + a, deduplicated + d
-        conn.execute(
-            "insert into archive_sources (name, watermark) values (%s, %s) on conflict (name) do update"
-            " set watermark = coalesce(excluded.watermark, archive_sources.watermark), updated_at = now()",
-            (name, watermark),
-        )
+        crashpoint("collected")
+        ledger.set_source_watermark(conn, name, watermark)
     return added, deduplicated
 
 

@@ -48,7 +48,7 @@ def archive_env(sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
     ).raise_for_status()
     env = {
         **sandbox_env,
-        "SCALEOPS_POSTGRES__DSN": make_conninfo(**params),
+        "SCALEOPS_POSTGRES__DSN": make_conninfo("", **params),
         "SCALEOPS_ARCHIVE__WALLET_JWK": jwk,
     }
     for key, value in env.items():
@@ -255,6 +255,45 @@ def test_cli_add_and_status(archive_env: dict[str, str], tmp_path: Path) -> None
     assert json.loads(status.stdout)["items"]["queued"] == 1
 
 
+def test_cli_tags_are_checked_stored_and_signed_into_the_item(
+    archive_env: dict[str, str], tmp_path: Path
+) -> None:
+    from tasks.archive.ans104 import unbundle
+    from tasks.archive.gateway import Gateway
+
+    f = tmp_path / "meta.json"
+    f.write_bytes(b'{"tagged": "' + uuid.uuid4().hex.encode() + b'"}')
+    env = {**os.environ, **archive_env}
+    cli = [sys.executable, "-m", "scaleops.cli", "archive", "add", str(f)]
+    for bad, says in (
+        (["--tag", "Collection"], "not name=value"),
+        (["--tag", "Content-SHA256=" + "0" * 64], "set by scaleops itself"),
+        (["--tag", "Big=" + "v" * 3073], "values 1-3072 bytes"),
+    ):
+        refused = subprocess.run([*cli, *bad], env=env, capture_output=True, text=True)
+        assert refused.returncode == 2 and "--tag" in refused.stderr and says in refused.stderr, (
+            refused.stderr
+        )
+        assert "Traceback" not in refused.stderr
+    tags = ["--tag", "Collection=apes", "--tag", "Query=a=b"]
+    added = subprocess.run([*cli, *tags, "--json"], env=env, capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    settings = load_settings()
+    with ledger_conn(settings) as conn:
+        (stored,) = conn.execute("select tags from archive_items").fetchone()
+    assert stored == [["Collection", "apes"], ["Query", "a=b"]]
+
+    report = run_flow()
+    assert report.items_posted == 1, report.problems
+    with ledger_conn(settings) as conn:
+        item_id, bundle_id = conn.execute("select item_id, bundle_id from archive_items").fetchone()
+    with Gateway(settings.archive.gateway_url or "") as gw:
+        served = gw.data(bundle_id)
+    assert served is not None
+    (item,) = [i for i_id, i in unbundle(served) if i_id == item_id]
+    assert item.verify() and item.tags[-2:] == [("Collection", "apes"), ("Query", "a=b")]
+
+
 def test_wallet_key_never_leaves(archive_env: dict[str, str]) -> None:
     settings = load_settings()
     queue(settings, ("secret-check", uuid.uuid4().hex.encode()))
@@ -335,3 +374,81 @@ def test_s3_prefix_and_postgres_query_sources(
         )
         (shared,) = keys.fetchone()
     assert sorted(shared) == sorted([f"s3://{bucket}/{prefix}b.json", "nft/2"])
+
+
+def test_postgres_source_reads_past_its_watermark_which_moves_after_the_ledger_commit(
+    archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.archive.steps import collect_source
+
+    token = uuid.uuid4().hex
+    settings = load_settings()
+    with ledger_conn(settings) as conn:
+        conn.execute("create table audit_log (id bigint, key text, content_type text, body bytea)")
+        conn.execute(
+            "insert into audit_log select i, 'log/' || i, 'text/plain', convert_to(%s || i, 'UTF8')"
+            " from generate_series(1, 3) i",
+            (token,),
+        )
+    query = "select key, content_type, body, id from audit_log"
+    sources = {"logs": {"kind": "postgres", "query": query, "watermark": "id"}}
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__SOURCES", json.dumps(sources))
+    settings = load_settings()
+
+    def watermark() -> str | None:
+        with ledger_conn(settings) as conn:
+            return ledger.source_watermark(conn, "logs")
+
+    assert collect_source.fn(settings, "logs") == (3, 0) and watermark() == "3"
+    with ledger_conn(settings) as conn:
+        conn.execute("update audit_log set body = 'changed' where id = 1")  # behind the watermark: not read
+        conn.execute(
+            "insert into audit_log values (4, 'log/4', 'text/plain', convert_to(%s || '4', 'UTF8')),"
+            " (5, 'log/again', 'text/plain', convert_to(%s || '2', 'UTF8'))",  # the bytes of log/2
+            (token, token),
+        )
+    assert collect_source.fn(settings, "logs") == (1, 1) and watermark() == "5"
+    assert collect_source.fn(settings, "logs") == (0, 0)  # nothing past 5
+
+    # a SIGKILL after the ledger commit and before the watermark moves: the rows are read again,
+    # deduplicated, and the watermark moves then
+    with ledger_conn(settings) as conn:
+        conn.execute(
+            "insert into audit_log values (6, 'log/6', 'text/plain', convert_to(%s || '6', 'UTF8'))", (token,)
+        )
+    code = (
+        "from scaleops.core.settings import load_settings; from tasks.archive.steps import collect_source; "
+    )
+    code += "collect_source.fn(load_settings(), 'logs')"
+    env = {**os.environ, "SCALEOPS_ARCHIVE_CRASH_AT": "collected"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=120, capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()[-2000:]
+    assert watermark() == "5"
+    with ledger_conn(settings) as conn:
+        assert ledger.status_counts(conn)["items"]["queued"] == 5  # log/6 committed before the kill
+    assert collect_source.fn(settings, "logs") == (0, 1) and watermark() == "6"
+    with ledger_conn(settings) as conn:
+        keys = sorted(k for (ks,) in conn.execute("select keys from archive_items") for k in ks)
+    assert keys == ["log/1", "log/2", "log/3", "log/4", "log/6", "log/again"]
+
+
+def test_postgres_batches_never_split_rows_sharing_a_watermark_value(archive_env: dict[str, str]) -> None:
+    from tasks.archive.collect import postgres_batches
+
+    settings = load_settings()
+    with ledger_conn(settings) as conn:
+        conn.execute("create table meta (key text, content_type text, body bytea, updated_at timestamptz)")
+        conn.execute(
+            "insert into meta values ('a', 'text/plain', 'a', '2026-01-01T00:00Z'),"
+            " ('b', 'text/plain', 'b', '2026-01-01T00:00Z'), ('c', 'text/plain', 'c', '2026-01-01T00:00Z'),"
+            " ('d', 'text/plain', 'd', '2026-01-02T00:00Z'), ('e', 'text/plain', 'e', null)"
+        )
+        query = "select key, content_type, body, updated_at from meta"
+        got = [
+            ([c.key for c in found], mark)
+            for found, mark in postgres_batches(conn, query, "updated_at", None, batch=2)
+        ]
+        assert [sorted(keys) for keys, _ in got] == [["a", "b", "c"], ["d"]]
+        assert got[1][1].startswith("2026-01-02")
+        after = list(postgres_batches(conn, query, "updated_at", got[0][1], batch=2))
+        assert [[c.key for c in found] for found, _ in after] == [["d"]]

@@ -310,6 +310,20 @@ def test_bad_wallet_and_sources_name_the_setting(monkeypatch: pytest.MonkeyPatch
     assert "EC" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"kind": "postgres", "query": "select 1", "watermark": "id; drop table archive_items"},
+        {"kind": "s3", "url": "s3://b/p", "watermark": "id"},
+    ],
+)
+def test_a_bad_watermark_names_the_source(monkeypatch: pytest.MonkeyPatch, source: dict[str, str]) -> None:
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__SOURCES", json.dumps({"meta": source}))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert [name for name, _ in caught.value.problems][0].startswith("SCALEOPS_ARCHIVE__SOURCES__META")
+
+
 def test_the_wallet_private_parts_are_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     jwk = generate_jwk()
     monkeypatch.setenv("SCALEOPS_ARCHIVE__WALLET_JWK", json.dumps(jwk))
