@@ -284,3 +284,17 @@ def test_archive_report_shows_ar_next_to_winston() -> None:
     text, _ = rendered("arweave-archival")
     headers = " ".join(h for t in markdown_tables(text) for h in t)
     assert "(winston)" in headers and "(AR)" in headers and "(MiB)" in headers
+
+
+def test_an_explorer_url_that_is_not_http_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scaleops.core.settings import ConfigError, load_settings
+
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__RPC_URL", "http://127.0.0.1:8545")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__CHAIN_ID", "10")
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__EXPLORER_URL", "optimistic.etherscan.io")
+    with pytest.raises(ConfigError, match="SCALEOPS_CHAINS__OPTIMISM__EXPLORER_URL"):
+        load_settings()
+    monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__EXPLORER_URL", "https://optimistic.etherscan.io")
+    assert load_settings().chains["optimism"].explorer_url == "https://optimistic.etherscan.io"
