@@ -336,6 +336,7 @@ def _register_command_groups() -> None:
     app.add_typer(archive.app, name="archive")
     app.add_typer(cost.app, name="cost")
     app.add_typer(contract.app, name="contract")
+    app.add_typer(contract.l2_app, name="l2")
     app.add_typer(db.app, name="db")
     app.add_typer(outbox.app, name="outbox")
     app.command("backfill", help=backfill.HELP, no_args_is_help=True)(backfill.backfill)

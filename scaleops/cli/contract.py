@@ -14,6 +14,8 @@ import typer
 from scaleops.cli.console import EXIT_PROBLEMS, err, fail, out, print_json, progress
 
 app = typer.Typer(help="The OperationLog contract the l2-batch-posting duty posts to.", no_args_is_help=True)
+# `scaleops l2 deploy-contract` is the same command under the duty's name (the and README's spelling)
+l2_app = typer.Typer(help="The l2-batch-posting duty's chain set-up.", no_args_is_help=True)
 
 ARTIFACT_PATH = Path("contracts") / "artifacts" / "OperationLog.json"
 GAS_MARGIN = 1.2
@@ -146,6 +148,7 @@ def settings_lines(chain: str, address: str, block: int | None) -> list[str]:
     return lines
 
 
+@l2_app.command("deploy-contract")
 @app.command("deploy")
 def deploy_command(
     chain: Annotated[str, typer.Option(help="chain name (SCALEOPS_CHAINS__<NAME>__...)")],

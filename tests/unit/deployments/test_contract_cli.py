@@ -130,3 +130,10 @@ def test_a_provider_key_in_the_rpc_url_is_masked_in_errors(monkeypatch: pytest.M
     result = CliRunner().invoke(app, ["contract", "deploy", "--chain", "base"])
     assert result.exit_code == 2 and "base:" in result.output
     assert "providerkey0123456789" not in result.output and "11" * 32 not in result.output
+
+
+def test_l2_deploy_contract_is_the_same_command() -> None:
+    runner = CliRunner()
+    for args in (["l2", "deploy-contract"], ["contract", "deploy"]):
+        result = runner.invoke(app, [*args, "--chain", "nope"])
+        assert result.exit_code == 2 and "--chain 'nope': unknown chain" in result.output, args
