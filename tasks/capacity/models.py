@@ -50,6 +50,10 @@ INTERVAL_BUCKETS = 6
 # cycles when the weekly season is used, else this many.
 MAX_SMOOTH_BUCKETS = 1000
 WEEKLY_CYCLES_KEPT = 5
+# STL's LOESS smoothers evaluated every ~tenth of their window and interpolated between (R's stl()
+# defaults, Cleveland et al. 1990) instead of at every point (statsmodels' default): a weekly season of
+# 168 hourly steps takes 3 ms per fit instead of 54, which is most of the flow's CPU on hourly series.
+STL_JUMPS = True
 
 
 class ForecastError(ValueError):
@@ -251,7 +255,12 @@ def _mstl(y: np.ndarray, periods: Sequence[int], h: int) -> np.ndarray:
     for _ in range(2 if len(msts) > 1 else 1):
         for i, period in enumerate(msts):
             deseas = deseas + seas[i]
-            fit = STL(deseas, period=period, seasonal=int(windows[i]), seasonal_deg=0).fit()
+            stl = STL(deseas, period=period, seasonal=int(windows[i]), seasonal_deg=0)
+            if STL_JUMPS:  # R's stl() defaults: each LOESS evaluated every ~tenth of its window
+                smoothers = ("seasonal", "trend", "low_pass")
+                jumps = {f"{n}_jump": math.ceil(stl.config[n] / 10) for n in smoothers}
+                stl = STL(deseas, period=period, seasonal=int(windows[i]), seasonal_deg=0, **jumps)
+            fit = stl.fit()
             seas[i] = fit.seasonal
             deseas = deseas - seas[i]
     trend = np.asarray(fit.trend)
