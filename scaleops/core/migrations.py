@@ -191,6 +191,23 @@ ARCHIVE_TAGS = """
 alter table archive_items add column tags jsonb not null default '[]';  -- [[name, value], ...]
 """
 
+ALERT_WINDOWS = """
+-- the alert bridge: one coalescing window per duty at a time; the alert that opens it starts the duty,
+-- the others that arrive before it closes are attached to it (alert_emissions.window_id)
+create table alert_windows (
+    id uuid primary key,
+    duty text not null,
+    lead_event_id uuid not null unique,
+    state text not null check (state in ('claimed', 'emitted')),
+    alerts integer not null default 1,
+    opened_at timestamptz not null default now(),
+    closes_at timestamptz not null,
+    claimed_at timestamptz not null default now()
+);
+create index alert_windows_open on alert_windows (duty, closes_at);
+alter table alert_emissions add column window_id uuid;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
     Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
@@ -198,6 +215,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "arweave archival: ledger of items, bundles and source watermarks", ARCHIVE_LEDGER),
     Migration(5, "alert bridge: emitted alerts, for durable dedupe", ALERT_EMISSIONS),
     Migration(6, "arweave archival: tags of an item given by hand", ARCHIVE_TAGS),
+    Migration(7, "alert bridge: coalescing windows, one run per duty per alert storm", ALERT_WINDOWS),
 )
 
 

@@ -310,6 +310,17 @@ class AlertsSettings(Section):
         default=60, gt=0, description="a claimed but unconfirmed emission may be claimed again after this"
     )
     dedupe_retention_days: float = Field(default=30, ge=1, description="forget alerts unseen this long")
+    coalesce_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="alerts for one duty within this many seconds of the first start one run; the others "
+        "are attached to it as scaleops.alert.coalesced (needs the dedupe store; 0 turns it off)",
+    )
+    prefect_file: str | None = Field(
+        default=None,
+        description="the prefect.yaml whose alert triggers say which alerts belong to which duty "
+        "(default: the project's own prefect.yaml)",
+    )
     header_timeout_seconds: float = Field(
         default=10, gt=0, description="a connection must send its request headers within this"
     )

@@ -8,6 +8,14 @@ Alertmanager repeats a still-firing alert (every `repeat_interval`, and after it
 seen-cache of event ids lasts 30 minutes and a restart, so the bridge keeps what it emitted in PostgreSQL
 (`alert_emissions`, keyed by fingerprint + start + status) and emits a repeat only once (`PostgresDedupe`).
 
+An alert storm starts one run per duty: which alertnames belong to which duty is read from the alert
+triggers in prefect.yaml (`duty_routes`). The first firing alert for a duty opens a window of
+`SCALEOPS_ALERTS__COALESCE_SECONDS` (table `alert_windows`, under a per-duty advisory lock, so two bridge
+replicas and a restart agree) and is emitted as `scaleops.alert.firing` (the trigger starts the duty);
+the others that arrive before the window closes are emitted as `scaleops.alert.coalesced`, which no
+trigger expects: the window is a related resource of each (`scaleops.alert-window.<id>`), and the run the
+first one started lists them in its report. Resolved alerts start nothing (no trigger expects them).
+
 Contract: a bearer token is required unless started insecure (compared in constant time); bodies over
 the limit get 413; a body that is not valid JSON or not a valid payload gets 400 naming the field, never
 a 5xx: nesting deeper than `max_depth`, NaN/Infinity (or a number too large for a float), a lone UTF-16
@@ -33,6 +41,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
@@ -259,6 +268,91 @@ def alert_event(
     }
 
 
+WINDOW_RESOURCE = "scaleops.alert-window"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The coalescing window an alert fell in: `lead` when this alert opened it (its event starts the
+    duty), otherwise it is attached to the run the lead started."""
+
+    id: str
+    duty: str
+    opened_at: datetime
+    closes_at: datetime
+    lead: bool
+
+
+def in_window(event: dict[str, Any], window: Window) -> dict[str, Any]:
+    """The alert's event placed in its window: the lead stays `scaleops.alert.firing`, the others become
+    `scaleops.alert.coalesced` (no trigger expects it); both carry the window in payload and related."""
+    payload = {
+        **event["payload"],
+        "window": {
+            "id": window.id,
+            "duty": window.duty,
+            "opened_at": window.opened_at.isoformat(),
+            "closes_at": window.closes_at.isoformat(),
+            "lead": window.lead,
+        },
+    }
+    related = {
+        "prefect.resource.id": f"{WINDOW_RESOURCE}.{window.id}",
+        "prefect.resource.role": "alert-window",
+        "prefect.resource.name": f"{window.duty} alerts from {window.opened_at:%Y-%m-%d %H:%M:%S}",
+    }
+    name = "scaleops.alert.firing" if window.lead else "scaleops.alert.coalesced"
+    return {**event, "event": name, "payload": payload, "related": [*event["related"], related]}
+
+
+def default_prefect_file() -> Path:
+    """The project's prefect.yaml, beside the scaleops package (the checkout; /opt/scaleops in the image)."""
+    return Path(__file__).resolve().parents[2] / "prefect.yaml"
+
+
+def duty_routes(prefect_file: Path) -> dict[str, str]:
+    """alertname -> the deployment whose trigger starts on it (`expect: [scaleops.alert.firing]`,
+    `match.alertname`), from prefect.yaml. An alertname that two deployments name is refused: it could
+    not be coalesced per duty."""
+    import yaml
+
+    document = yaml.safe_load(prefect_file.read_text()) or {}
+    routes: dict[str, str] = {}
+    for deployment in document.get("deployments") or []:
+        for trigger in deployment.get("triggers") or []:
+            if "scaleops.alert.firing" not in (trigger.get("expect") or []):
+                continue
+            names = (trigger.get("match") or {}).get("alertname") or []
+            for alertname in [names] if isinstance(names, str) else names:
+                other = routes.setdefault(str(alertname), deployment["name"])
+                if other != deployment["name"]:
+                    raise ValueError(
+                        f"{prefect_file}: alert {alertname} starts both {other} and {deployment['name']}"
+                    )
+    return routes
+
+
+@dataclass(frozen=True)
+class Coalescing:
+    """Which duty each alertname starts, and how long a window stays open (0: no coalescing)."""
+
+    routes: dict[str, str]
+    seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Coalescing:
+        alerts = settings.alerts
+        if not alerts.coalesce_seconds:
+            return cls({}, 0)
+        path = Path(alerts.prefect_file) if alerts.prefect_file else default_prefect_file()
+        try:
+            routes = duty_routes(path)
+        except (OSError, ValueError) as exc:  # the bridge still serves: every alert starts its run
+            log.warning("alert coalescing off: cannot read the alert triggers (%s)", exc)
+            return cls({}, 0)
+        return cls(routes, alerts.coalesce_seconds)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """'alerts.0.labels: labels must include ...' for the first few problems."""
     parts = []
@@ -326,6 +420,12 @@ class BridgeMetrics:
             "Dedupe store unreachable: alerts emitted without the durable check",
             registry=self.registry,
         )
+        self.coalesced = Counter(
+            "scaleops_alerts_coalesced",
+            "Alerts attached to a duty's open window (emitted as scaleops.alert.coalesced, no new run)",
+            ["duty"],
+            registry=self.registry,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ dedupe
@@ -352,6 +452,7 @@ class Dedupe(Protocol):
     async def claim(self, emissions: list[Emission], source: str) -> set[str]: ...
     async def confirm(self, ids: list[str]) -> None: ...
     async def release(self, ids: list[str]) -> None: ...
+    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]: ...
     async def close(self) -> None: ...
 
 
@@ -370,6 +471,9 @@ class NoDedupe:
     async def release(self, ids: list[str]) -> None:
         return None
 
+    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]:
+        return {}  # no store, no windows: every alert starts its duty
+
     async def close(self) -> None:
         return None
 
@@ -383,6 +487,20 @@ on conflict (fingerprint, starts_at, status) do update
     set state = 'claimed', claimed_at = now(), last_seen_at = now(), event_id = excluded.event_id
     where e.state = 'claimed' and e.claimed_at < now() - make_interval(secs => %(stale)s)
 returning event_id::text
+"""
+
+_OPEN_WINDOW = """
+select id::text, opened_at, closes_at from alert_windows
+where duty = %(duty)s and closes_at > now()
+    and (state = 'emitted' or claimed_at > now() - make_interval(secs => %(stale)s))
+order by opened_at desc limit 1
+"""
+
+_NEW_WINDOW = """
+insert into alert_windows (id, duty, lead_event_id, state, opened_at, closes_at)
+values (gen_random_uuid(), %(duty)s, %(lead)s::uuid, 'claimed', now(),
+    now() + make_interval(secs => %(secs)s))
+returning id::text, opened_at, closes_at
 """
 
 
@@ -461,6 +579,10 @@ class PostgresDedupe:
                     "delete from alert_emissions where last_seen_at < now() - make_interval(days => %s)",
                     (int(self.retention_days),),
                 )
+                await conn.execute(
+                    "delete from alert_windows where closes_at < now() - make_interval(days => %s)",
+                    (int(self.retention_days),),
+                )
         return fresh
 
     async def confirm(self, ids: list[str]) -> None:
@@ -470,12 +592,59 @@ class PostgresDedupe:
                 " where event_id = any(%s::uuid[])",
                 (ids,),
             )
+            await conn.execute(
+                "update alert_windows set state = 'emitted' where lead_event_id = any(%s::uuid[])", (ids,)
+            )
 
     async def release(self, ids: list[str]) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
                 "delete from alert_emissions where event_id = any(%s::uuid[]) and state = 'claimed'", (ids,)
             )
+            # a window whose lead never reached Prefect started nothing: the sender's retry opens it again
+            await conn.execute(
+                "delete from alert_windows where lead_event_id = any(%s::uuid[]) and state = 'claimed'",
+                (ids,),
+            )
+
+    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]:
+        """Place each (event id, duty) in its duty's open window, opening one where none is open. Per
+        duty under a transaction-scoped advisory lock: two replicas never open two windows at once. A
+        window whose lead was claimed but never confirmed (the request died) counts as closed after
+        `claim_seconds`, so a crash never leaves a window that started nothing."""
+        placed: dict[str, Window] = {}
+        by_duty: dict[str, list[str]] = {}
+        for event, duty in alerts:
+            by_duty.setdefault(duty, []).append(event)
+        async with self.pool.connection() as conn:
+            for duty, ids in sorted(by_duty.items()):
+                async with conn.transaction():
+                    await conn.execute(
+                        "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (f"{WINDOW_RESOURCE}:{duty}",),
+                    )
+                    cursor = await conn.execute(_OPEN_WINDOW, {"duty": duty, "stale": self.claim_seconds})
+                    row = await cursor.fetchone()
+                    members = ids
+                    if row is None:
+                        cursor = await conn.execute(
+                            _NEW_WINDOW, {"duty": duty, "lead": ids[0], "secs": seconds}
+                        )
+                        row = await cursor.fetchone()
+                        assert row is not None
+                        placed[ids[0]] = Window(str(row[0]), duty, row[1], row[2], lead=True)
+                        members = ids[1:]
+                    for event in members:
+                        placed[event] = Window(str(row[0]), duty, row[1], row[2], lead=False)
+                    await conn.execute(
+                        "update alert_windows set alerts = alerts + %s where id = %s::uuid and %s > 0",
+                        (len(members), row[0], len(members)),
+                    )
+                    await conn.execute(
+                        "update alert_emissions set window_id = %s::uuid where event_id = any(%s::uuid[])",
+                        (row[0], ids),
+                    )
+        return placed
 
     async def close(self) -> None:
         await self.pool.close()
@@ -490,11 +659,14 @@ def create_app(
     limits: PayloadLimits | None = None,
     dedupe: Dedupe | None = None,
     body_timeout: float = 30.0,
+    coalescing: Coalescing | None = None,
 ) -> Starlette:
-    """The ASGI app. `token=None` means insecure (no authentication): only with an explicit flag."""
+    """The ASGI app. `token=None` means insecure (no authentication): only with an explicit flag.
+    With `coalescing`, alerts for one duty within its window start one run (needs a dedupe store)."""
     stats = metrics or BridgeMetrics()
     bounds = limits or PayloadLimits()
     store: Dedupe = dedupe or NoDedupe()
+    coalesce = coalescing or Coalescing({}, 0)
     expected = f"Bearer {token}".encode() if token else None
 
     def reject(source: str, reason: str, status: int, message: str) -> JSONResponse:
@@ -564,6 +736,8 @@ def create_app(
         to_send = [event for event_id, (_, event) in unique.items() if event_id in fresh]
         if len(to_send) < len(unique):
             stats.deduplicated.labels(source=source).inc(len(unique) - len(to_send))
+        if claimed and coalesce.seconds:
+            to_send = await place_in_windows(to_send)
         try:
             if to_send:
                 await sink.send(to_send)
@@ -586,6 +760,29 @@ def create_app(
         for event in to_send:
             stats.emitted.labels(source=source, status=event["payload"]["status"]).inc()
         return JSONResponse({"events": [e["id"] for e in events]}, status_code=202)
+
+    async def place_in_windows(to_send: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Firing alerts of a routed duty go into its window (only with a working store: without it
+        every alert starts its run, as a missed alert is worse than a repeated run)."""
+        routed = [
+            (e["id"], coalesce.routes[e["payload"]["alertname"]])
+            for e in to_send
+            if e["payload"]["status"] == "firing" and e["payload"]["alertname"] in coalesce.routes
+        ]
+        if not routed:
+            return to_send
+        try:
+            placed = await store.windows(routed, coalesce.seconds)
+        except Exception as exc:
+            stats.dedupe_errors.inc()
+            log.warning(
+                "alert windows unavailable (%s: %s); every alert starts its run", type(exc).__name__, exc
+            )
+            return to_send
+        for window in placed.values():
+            if not window.lead:
+                stats.coalesced.labels(duty=window.duty).inc()
+        return [in_window(e, placed[e["id"]]) if e["id"] in placed else e for e in to_send]
 
     async def release(ids: list[str]) -> None:
         if ids:
@@ -740,5 +937,6 @@ def serve(
         limits=PayloadLimits.from_settings(settings),
         dedupe=dedupe_from_settings(settings),
         body_timeout=connections.body_timeout,
+        coalescing=Coalescing.from_settings(settings) if settings.alerts.dedupe else None,
     )
     bridge_server(app, host, port, connections).run()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from scaleops.sandbox.probes import http_ok
@@ -13,7 +16,7 @@ from scaleops.sandbox.services import LOCAL, PrefectServer, SandboxError, Servic
 
 class AlertBridge(Service):
     name = "alert_bridge"
-    requires = ("prefect",)
+    requires = ("prefect", "postgres")
     description = "scaleops alerts serve: Alertmanager/Grafana webhooks -> Prefect events"
 
     @property
@@ -37,11 +40,30 @@ class AlertBridge(Service):
             "--port",
             str(self.port),
         ]
-        env: dict[str, str | None] = {
-            "SCALEOPS_ALERTS__TOKEN": self.token,
-            "PREFECT_API_URL": self.prefect.env()["PREFECT_API_URL"],
-        }
+        env: dict[str, str | None] = {"SCALEOPS_ALERTS__TOKEN": self.token, **self.settings_env()}
+        self.env_fingerprint.write_text(self._fingerprint())
         spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=env)
+
+    def settings_env(self) -> dict[str, str]:
+        """Prefect's API, and the sandbox's PostgreSQL for the durable dedupe and the alert windows."""
+        return {
+            "PREFECT_API_URL": self.prefect.env()["PREFECT_API_URL"],
+            "SCALEOPS_POSTGRES__DSN": self.sb.service("postgres").env()["SCALEOPS_POSTGRES__DSN"],
+        }
+
+    @property
+    def env_fingerprint(self) -> Path:
+        return self.home / "env.sha256"
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings_env(), sort_keys=True).encode()).hexdigest()
+
+    def outdated(self) -> bool:
+        """Started without the sandbox's PostgreSQL, or with a Prefect or PostgreSQL that has moved."""
+        try:
+            return self.env_fingerprint.read_text() != self._fingerprint()
+        except OSError:
+            return True
 
     def probe(self) -> bool:
         return http_ok(f"{self.url()}/healthz")
