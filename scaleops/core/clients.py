@@ -1,11 +1,12 @@
 """The one place each system's client is built from settings. Nothing else reads connection secrets.
 
 Callers own what they get (close it, or use it as a context manager); there are no module-level
-connections.
+connections, except `aws_client`'s boto3 clients, kept once per process (thread-safe, costly to make).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from scaleops.core.settings import Settings
@@ -128,6 +129,8 @@ def cloudwatch_client(settings: Settings) -> Any:
 
 # cost-cleanup's clients: one AWS account in many regions, and Kubernetes clusters by kubeconfig context.
 _AWS_CLIENTS: dict[tuple[str, str, str | None, str | None, str | None], Any] = {}
+_AWS_SESSIONS: dict[tuple[str | None, str | None], Any] = {}
+_AWS_LOCK = threading.Lock()
 
 
 def aws_client(
@@ -139,22 +142,24 @@ def aws_client(
     secret_access_key: str | None = None,
 ) -> Any:
     """A boto3 client for one service in one region (adaptive retries; the default AWS credential chain
-    unless both keys are given), made once per process for the same arguments: boto3 clients are
-    thread-safe, and making one costs more than most calls made with it."""
+    unless both keys are given), made once per process for the same arguments, from one boto3 session
+    per credentials: a new session loads botocore's endpoint and service data again (~0.5 s a client
+    here), a client from a warm session ~20 ms. Clients are thread-safe; sessions are not (the lock)."""
     key = (service, region, endpoint_url, access_key_id, secret_access_key)
-    made = _AWS_CLIENTS.get(key)
-    if made is None:
-        import boto3
-        from botocore.config import Config
+    with _AWS_LOCK:
+        made = _AWS_CLIENTS.get(key)
+        if made is None:
+            import boto3
+            from botocore.config import Config
 
-        config = Config(region_name=region, retries={"mode": "adaptive", "max_attempts": 5})
-        credentials: dict[str, str] = {}
-        if access_key_id and secret_access_key:
-            credentials = {"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
-        made = boto3.session.Session().client(
-            service, endpoint_url=endpoint_url, config=config, **credentials
-        )
-        _AWS_CLIENTS[key] = made
+            keys = (access_key_id, secret_access_key) if access_key_id and secret_access_key else (None, None)
+            session = _AWS_SESSIONS.get(keys)
+            if session is None:
+                session = _AWS_SESSIONS[keys] = boto3.session.Session(
+                    aws_access_key_id=keys[0], aws_secret_access_key=keys[1]
+                )
+            config = Config(region_name=region, retries={"mode": "adaptive", "max_attempts": 5})
+            made = _AWS_CLIENTS[key] = session.client(service, endpoint_url=endpoint_url, config=config)
     return made
 
 
