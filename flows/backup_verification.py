@@ -19,7 +19,7 @@ from scaleops.core.duties import duty
 from scaleops.core.reporting import as_datetime, utcnow
 from scaleops.core.settings import Settings
 from tasks.backup.catalog import backup_listing, measure_rpo, read_catalog
-from tasks.backup.dump import check_databases, take_backups
+from tasks.backup.dump import check_databases, first_named, take_backups
 from tasks.backup.lag import check_replica_lag
 from tasks.backup.leftovers import clean_leftovers
 from tasks.backup.replication import apply_replication, replication_check
@@ -51,6 +51,7 @@ def backup_verification(
     restore_test: bool = True,
     apply_retention: bool = False,
     dry_run: bool = True,
+    first: str | None = None,
 ) -> BackupReport:
     """Back up, check both regions, restore from the replica, measure RPO/RTO/lag, apply retention.
 
@@ -66,9 +67,10 @@ def backup_verification(
         restore_test: restore the newest backup from the replica region into a scratch database and check it.
         apply_retention: plan grandfather-father-son retention in both regions.
         dry_run: with apply_retention, only report what would be deleted.
+        first: back up and check this database first (alert triggers pass the alert's `database` label).
     """
     clock = as_datetime(as_of)
-    names = check_databases(databases or settings.backup.databases)
+    names = first_named(check_databases(databases or settings.backup.databases), first)
     report = BackupReport(as_of=clock, databases=names)
 
     clean_leftovers(settings, utcnow(), report)

@@ -26,6 +26,7 @@ import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -33,6 +34,7 @@ from pydantic import Field
 from scaleops.core.redaction import protect, redacting
 from scaleops.core.reporting import (
     DutyReport,
+    alert_markdown,
     failure_hook,
     final_state,
     publish_report,
@@ -76,11 +78,14 @@ ALERT_PARAMETER = inspect.Parameter(
         Field(description="set by alert triggers: the alert that started this run (recorded in its report)"),
     ],
 )
-ALERT_FIELDS = ("alertname", "status", "startsAt", "fingerprint", "labels")
+ALERT_FIELDS = ("alertname", "status", "startsAt", "fingerprint", "labels", "window")
+WINDOW_RESOURCE = "scaleops.alert-window"  # the bridge's coalescing window (scaleops.ops.alert_bridge)
+MAX_COALESCED_LISTED = 200  # a report lists this many attached alerts at most (the events feed has all)
 
 
 def alert_context(alert: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a report keeps of the alert that started its run: name, status, start, fingerprint, labels."""
+    """What a report keeps of an alert that started (or was attached to) its run: name, status, start,
+    fingerprint, labels, and the bridge's coalescing window."""
     if not alert:
         return None
     kept = {k: alert[k] for k in ALERT_FIELDS if k in alert}
@@ -88,6 +93,40 @@ def alert_context(alert: dict[str, Any] | None) -> dict[str, Any] | None:
     if "alertname" not in kept and isinstance(labels, dict) and "alertname" in labels:
         kept["alertname"] = labels["alertname"]
     return kept
+
+
+def coalesced_alerts(alert: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The alerts the bridge attached to the window this run's alert opened (events
+    `scaleops.alert.coalesced` related to `scaleops.alert-window.<id>`), oldest first, as far as
+    Prefect has them now. Reading them never fails the run: on an error it logs and lists none."""
+    window = (alert or {}).get("window") or {}
+    if not window.get("id") or not window.get("lead"):
+        return []
+    from prefect.client.orchestration import get_client
+
+    try:
+        since = datetime.fromisoformat(str(window.get("opened_at"))) - timedelta(minutes=5)
+    except ValueError:
+        since = datetime.now(UTC) - timedelta(days=1)
+    query = {
+        "filter": {
+            "occurred": {
+                "since": since.isoformat(),
+                "until": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+            },
+            "event": {"name": ["scaleops.alert.coalesced"]},
+            "related": {"id": [f"{WINDOW_RESOURCE}.{window['id']}"]},
+        },
+        "limit": MAX_COALESCED_LISTED,
+    }
+    try:
+        with get_client(sync_client=True) as client:
+            events = client.request("POST", "/events/filter", json=query).json()["events"]
+    except Exception as exc:
+        run_logger().warning("could not read the alerts attached to this run's window: %s", exc)
+        return []
+    found = {str(e["id"]): alert_context(e.get("payload")) or {} for e in events}
+    return sorted(found.values(), key=lambda a: (str(a.get("startsAt")), str(a.get("fingerprint"))))
 
 
 def documented_alert(docstring: str | None) -> str:
@@ -162,6 +201,7 @@ def duty(
                 raise TypeError(f"duty {name} returned {type(result).__name__}, not {report.__name__}")
             result.duty = name
             result.triggered_by = alert_context(alert)
+            result.coalesced_alerts = coalesced_alerts(alert)
             result.backfill = current_backfill()
             result.finish()
             if result.status != "ok":
@@ -176,7 +216,7 @@ def duty(
                 outcome="failed" if result.failed_steps else result.outcome(),
                 resource_id=result.resource_id(settings),
                 resource_labels=result.resource_labels(),
-                markdown=result.markdown(settings),
+                markdown=result.markdown(settings) + alert_markdown(result),
                 table=result.table(),
                 redactor=redactor,
             )

@@ -65,6 +65,10 @@ class DutyReport(BaseModel):
         default_factory=list, description="steps that failed (could not check): the run ends Failed, exit 2"
     )
     triggered_by: dict[str, Any] | None = Field(default=None, description="the alert that started this run")
+    coalesced_alerts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="alerts for this duty attached to this run's alert window (they started no run)",
+    )
     backfill: str | None = Field(default=None, description="the backfill this run belongs to, if any")
 
     def problem(self, message: str, severity: Severity = "error") -> None:
@@ -201,6 +205,33 @@ def event_payload(report: BaseModel, redactor: Redactor) -> dict[str, Any]:
     if len(json.dumps(payload)) > MAX_EVENT_PAYLOAD_BYTES:
         payload = _shrink(payload)
     return payload
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
+    name = alert.get("alertname") or labels.get("alertname") or "?"
+    started, fingerprint = alert.get("startsAt", "?"), alert.get("fingerprint", "?")
+    return f"- `{name}` {shown} (started {started}, fingerprint `{fingerprint}`)"
+
+
+def alert_markdown(report: DutyReport) -> str:
+    """'Started by' for an alert-started run: the alert that started it and the alerts attached to its
+    window (empty for a scheduled, manual or backfilled run)."""
+    if not report.triggered_by:
+        return ""
+    lines = ["", "## Started by", _alert_line(report.triggered_by)]
+    window = report.triggered_by.get("window") or {}
+    if report.coalesced_alerts:
+        lines += [
+            "",
+            f"{len(report.coalesced_alerts)} more alert(s) for {window.get('duty', report.duty)} arrived "
+            f"before its window closes ({window.get('closes_at', '?')}) and started no run of their own:",
+            *[_alert_line(a) for a in report.coalesced_alerts],
+        ]
+    elif window:
+        lines.append(f"(no other alert for it so far; its window closes {window.get('closes_at', '?')})")
+    return "\n".join(lines)
 
 
 def default_markdown(report: DutyReport, title: str | None = None) -> str:

@@ -265,6 +265,14 @@ def check_databases(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def first_named(names: list[str], first: str | None) -> list[str]:
+    """`names` with `first` moved to the front (an alert's `database` label: check that one first).
+    A `first` that is not one of them changes nothing: the alert may name a database not backed up here."""
+    if not first or first not in names:
+        return names
+    return [first, *(n for n in names if n != first)]
+
+
 class BackupRecord(BaseModel):
     database: str
     key: str
