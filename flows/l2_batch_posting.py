@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from scaleops.core.duties import duty
+from scaleops.core.endpoints import unreachable
 from scaleops.core.redaction import REDACTOR
 from scaleops.core.reporting import utcnow
 from scaleops.core.settings import Settings
@@ -82,6 +83,7 @@ def l2_batch_posting(
         try:
             report.record_chain(name, future.result())
         except Exception as exc:  # one chain failing must not hide what the others did
-            report.step_failed(REDACTOR.text(f"{name}: posting failed: {type(exc).__name__}: {exc}"))
+            why = unreachable(exc, settings) or f"posting failed: {type(exc).__name__}: {exc}"
+            report.step_failed(REDACTOR.text(f"{name}: {why}"))
             report.chains[name] = ChainReport(chain=name, kind=settings.chains[name].kind)
     return report

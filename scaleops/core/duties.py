@@ -31,6 +31,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from scaleops.core.endpoints import unreachable
 from scaleops.core.redaction import protect, redacting
 from scaleops.core.reporting import (
     DutyReport,
@@ -196,7 +197,14 @@ def duty(
             alert = bound.arguments.pop("alert", None)
             settings = load_settings()
             redactor = protect(settings.secrets())
-            result = body(settings, *bound.args, **bound.kwargs)
+            try:
+                result = body(settings, *bound.args, **bound.kwargs)
+            except Exception as exc:  # a system that does not answer: name the setting, exit 2
+                named = unreachable(exc, settings)
+                if named is None:
+                    raise
+                result = report()
+                result.step_failed(redactor.text(named))
             if not isinstance(result, report):
                 raise TypeError(f"duty {name} returned {type(result).__name__}, not {report.__name__}")
             result.duty = name

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
@@ -199,7 +200,17 @@ def backoff_delays(retries: int, base: float = 2.0, cap: float = 60.0) -> list[f
     return [min(cap, base * 2**attempt) for attempt in range(retries)]
 
 
-RETRIES = 4
+def retries_from_env(default: int = 4) -> int:
+    """The retry budget of every task: `SCALEOPS_RETRIES` (Settings.retries validates it and names it
+    when bad; read here because tasks are declared at import, before any settings are loaded)."""
+    try:
+        value = int(os.environ.get("SCALEOPS_RETRIES", default))
+    except ValueError:
+        return default
+    return value if 0 <= value <= 10 else default
+
+
+RETRIES = retries_from_env()
 JITTER = 0.5
 # Spread into @task(...): `@task(**RETRY, task_run_name=...)`.
 RETRY: dict[str, Any] = {

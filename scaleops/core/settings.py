@@ -606,6 +606,13 @@ class Settings(BaseSettings):
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
+    retries: int = Field(
+        default=4,
+        ge=0,
+        le=10,
+        description="retries of a transient error (refused, reset, timeout, 429/5xx) per task, with "
+        "backoff 2, 4, 8, 16 s; read when the tasks are imported (scaleops.core.retry)",
+    )
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREFECT_API_URL", "SCALEOPS_PREFECT_API_URL"),

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, PrivateAttr
 from scaleops.core.reporting import DutyReport
 from scaleops.core.settings import Settings
 
+UNREACHABLE = "source unreachable: "  # a fetch failure naming the setting of a source that did not answer
+
 
 class SeriesResult(BaseModel):
     """One series' outcome: validation, model, CV error, breach dates, recommendation."""
@@ -52,7 +54,13 @@ class CapacityReport(DutyReport):
         self.series, self._charts = results, charts
         breaching = []
         for result in results:
-            if result.status in ("fetch-failed", "invalid", "forecast-failed"):
+            if (
+                result.status == "fetch-failed"
+                and result.failures[:1]
+                and result.failures[0].startswith(UNREACHABLE)
+            ):
+                self.step_failed(f"{result.name}: {result.failures[0]}")  # could not check: exit 2
+            elif result.status in ("fetch-failed", "invalid", "forecast-failed"):
                 self.problem(f"{result.name}: {result.status}: {'; '.join(result.failures)}")
             elif result.status == "breach-within-lead-time":  # a dated warning, not a failed check
                 self.problem(

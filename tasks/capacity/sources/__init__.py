@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from scaleops.core.endpoints import unreachable
 from tasks.capacity.models import SeriesData
+from tasks.capacity.report import UNREACHABLE
 
 if TYPE_CHECKING:
     from scaleops.core.settings import SeriesSettings, Settings
@@ -37,8 +39,11 @@ def fetch_all(settings: Settings, specs: list[SeriesSettings], start: float, end
     for group, future in futures:
         state = future.wait() or future.state
         if state is not None and not state.is_completed():
+            raised = state.result(raise_on_failure=False)
+            named = unreachable(raised, settings) if isinstance(raised, BaseException) else None
+            error = f"{UNREACHABLE}{named}" if named else f"fetch failed: {state.message or state.name}"
             for spec in group:
-                found[spec.name] = SeriesData(spec.name, error=f"fetch failed: {state.message or state.name}")
+                found[spec.name] = SeriesData(spec.name, error=error)
             continue
         for item in future.result():
             found[item.name] = item
