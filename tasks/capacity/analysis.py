@@ -69,19 +69,26 @@ def analyse_series(
             )
         except Unusable as exc:
             return Validated(ok=False, failures=[f"repairable: {exc}"]), None, step, None
+    stamps: Any = data.timestamps
+    values: Any = data.values
+    allowed_gap = max_gap_steps
+    if repaired is not None:  # long gaps left missing on purpose are in `repairs`, not a cadence failure
+        stamps, values, allowed_gap = repaired.for_validation(max_gap_steps)
     checked = validate_series(
-        repaired.timestamps if repaired else data.timestamps,
-        repaired.values if repaired else data.values,
+        stamps,
+        values,
         step_seconds=step,
         as_of=as_of,
         bounds=bounds,
         max_staleness_seconds=max_staleness_seconds,
-        max_gap_steps=max_gap_steps,
+        max_gap_steps=allowed_gap,
         min_points=min_points_for(step),
     )
     checked.notes = (repaired.notes if repaired else []) + checked.notes
     if not checked.ok:
         return checked, None, step, repaired
+    if repaired is not None:  # forecast the repaired series itself, gaps left missing as NaN
+        checked.timestamps, checked.values = repaired.timestamps, repaired.values
     h = horizon_steps_ or max(1, math.ceil((horizon_seconds or WEEK) / step))
     job = {"values": checked.values, "step_seconds": step, "horizon": h, "bounds": bounds}
     return checked, job, step, repaired
@@ -103,6 +110,7 @@ def fill_result(
     result.model, result.cv_mase = fc.model, round(fc.cv_mase, 4)
     result.cv_mae = {k: round(v, 6) for k, v in fc.cv_mae.items()}
     result.why = explain(fc)
+    result.notes += fc.notes
     result.breach_at = found.breach_at
     result.breach_at_upper, result.breach_at_lower = found.breach_at_upper, found.breach_at_lower
     result.peak_upper_95 = round(found.peak_upper, 6)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -295,11 +296,61 @@ def seasonal_median(y: np.ndarray, h: int, season: int) -> np.ndarray:
     return np.resize(profile, h).astype(float) + level
 
 
+class GapError(ForecastError):
+    """A model that needs a gap-free history has too little of it after the last gap left missing."""
+
+
+def _recent_cycles(y: np.ndarray, season: int, cycles: int) -> np.ndarray:
+    """The last `cycles` whole cycles of `y` as rows (oldest first); a partial oldest cycle is NaN-padded."""
+    count = min(cycles, math.ceil(y.size / season))
+    tail = y[-count * season :]
+    if tail.size < count * season:
+        tail = np.concatenate([np.full(count * season - tail.size, np.nan), tail])
+    return tail.reshape(count, season)
+
+
+def _gappy_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.ndarray:
+    """The models on a history with gaps left missing (NaN): the naive ones use what was observed (the
+    last value; per phase the newest observed cycle; a median over the observed cycles), the smooth ones
+    (MSTL, ETS) are fitted on the gap-free stretch after the last gap, and refuse (GapError) when that
+    stretch is too short for them."""
+    seen = np.isfinite(y)
+    last = float(y[np.flatnonzero(seen)[-1]])
+    if model == "naive":
+        return np.full(h, last)
+    if model in ("seasonal_naive", "weekly_naive", "seasonal_median"):
+        season = seasons.weekly if model == "weekly_naive" else (seasons.daily or seasons.weekly)
+        rows = _recent_cycles(y, season, SEASONAL_MEDIAN_CYCLES if model == "seasonal_median" else 8)
+        if model == "seasonal_median":
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing phase: NaN, filled below
+                profile = np.nanmedian(rows, axis=0)
+                recent = max(1, season // 4)
+                level = np.nanmedian(y[-recent:] - profile[-recent:])
+            profile = profile + (float(level) if np.isfinite(level) else 0.0)
+        else:  # per phase, the newest cycle that observed it
+            observed = np.isfinite(rows)
+            newest = rows.shape[0] - 1 - np.argmax(observed[::-1], axis=0)
+            profile = rows[newest, np.arange(season)]
+        profile = np.where(np.isfinite(profile), profile, last)  # a phase never observed: the last value
+        return np.resize(profile, h).astype(float)
+    if model in ("mstl", "ets"):
+        tail = y[np.flatnonzero(~seen)[-1] + 1 :]
+        need = 2 * seasons.longest + seasons.k if model == "mstl" else 16 * seasons.k
+        if tail.size < need:
+            raise GapError(f"{model}: {tail.size} points after the last gap, needs {need}")
+        return _smooth_forecast(model, tail, h, seasons)
+    raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+
+
 def point_forecast(model: str, y: np.ndarray, h: int, seasons: Seasons) -> np.ndarray:
-    """Mean forecast of `model` for the `h` steps after `y` (native step); `a+b` is the mean of two."""
+    """Mean forecast of `model` for the `h` steps after `y` (native step); `a+b` is the mean of two. A
+    history with gaps left missing (NaN) goes to the gap-tolerant versions (`_gappy_forecast`)."""
     if ENSEMBLE in model:
         first, second = model.split(ENSEMBLE, 1)
         return (point_forecast(first, y, h, seasons) + point_forecast(second, y, h, seasons)) / 2
+    if np.isnan(y).any():
+        return _gappy_forecast(model, y, h, seasons)
     if model == "naive":
         return np.full(h, float(y[-1]))
     if model == "seasonal_naive":
@@ -390,8 +441,11 @@ def calibrated_widths(residuals: np.ndarray, h: int, level: int) -> np.ndarray:
     abs_err = np.abs(residuals)
     buckets = np.array_split(np.arange(cv_h), min(INTERVAL_BUCKETS, cv_h))
     width_cv = np.empty(cv_h)
+    everywhere = abs_err[np.isfinite(abs_err)]  # a bucket whose actuals were all missing (a gap left)
     for idx in buckets:
-        width_cv[idx] = _conformal_quantile(abs_err[:, idx].ravel(), level)
+        errors = abs_err[:, idx].ravel()
+        errors = errors[np.isfinite(errors)]
+        width_cv[idx] = _conformal_quantile(errors if errors.size else everywhere, level)
     width_cv = np.maximum.accumulate(width_cv)
     if h <= cv_h:
         return width_cv[:h]
@@ -416,8 +470,11 @@ def forecast_series(
     y = np.asarray(values, dtype=float)
     if y.ndim != 1 or y.size < 16:
         raise ForecastError(f"need at least 16 points, got {y.size}")
-    if not np.all(np.isfinite(y)):
-        raise ForecastError("values must be finite (validate and interpolate first)")
+    if np.isinf(y).any() or np.isnan(y[-1]) or np.isfinite(y).sum() < 16:
+        raise ForecastError(
+            "values must be finite, the last one observed and at least 16 observed (gaps left missing as NaN "
+            "are tolerated; repair first)"
+        )
     if horizon < 1:
         raise ForecastError("horizon must be at least one step")
     cv_h, cv_step, windows = cv_plan(y.size, horizon, step_seconds, windows)
@@ -426,12 +483,22 @@ def forecast_series(
     pool = [m for m in (models or candidates(seasons)) if m in candidates(seasons)] or ["naive"]
     origins = [min_train + w * cv_step for w in range(windows)]
     residuals: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     for model in pool:
-        rows = []
-        for origin in origins:
-            rows.append(y[origin : origin + cv_h] - point_forecast(model, y[:origin], cv_h, seasons))
+        try:
+            rows = [
+                y[origin : origin + cv_h] - point_forecast(model, y[:origin], cv_h, seasons)
+                for origin in origins
+            ]
+        except GapError as exc:  # gaps left: a model that needs more gap-free history sits this one out
+            notes.append(f"not a candidate: {exc}")
+            continue
         residuals[model] = np.vstack(rows)
-    cv_mae = {m: float(np.mean(np.abs(r))) for m, r in residuals.items()}
+    if not any(np.isfinite(r).any() for r in residuals.values()):
+        raise ForecastError("the gaps left cover every cross-validation window: nothing to choose a model on")
+    pool = list(residuals)
+    # gaps left: the errors where something was observed
+    cv_mae = {m: float(np.nanmean(np.abs(r))) for m, r in residuals.items()}
     if ensemble and len(pool) >= 2:
         # the two best candidates' mean forecast has the mean of their residuals: it costs no fit
         first, second = sorted(pool, key=lambda m: (cv_mae[m], MODELS.index(m)))[:2]
@@ -440,7 +507,9 @@ def forecast_series(
         cv_mae[pair] = float(np.mean(np.abs(residuals[pair])))
     # lowest CV MAE; on a tie the simpler model (single before ensemble, in MODELS order)
     best = min(cv_mae, key=lambda m: (cv_mae[m], ENSEMBLE in m, MODELS.index(m.split(ENSEMBLE)[0])))
-    scale = float(np.mean(np.abs(np.diff(y[:min_train])))) or 1.0
+    steps = np.abs(np.diff(y[:min_train]))
+    scale = float(np.mean(steps[np.isfinite(steps)])) if np.isfinite(steps).any() else 1.0
+    scale = scale or 1.0
     mean = point_forecast(best, y, horizon, seasons)
     lo: dict[int, np.ndarray] = {}
     hi: dict[int, np.ndarray] = {}
@@ -465,6 +534,7 @@ def forecast_series(
         seasons=seasons,
         cv_horizon=cv_h,
         cv_windows=windows,
+        notes=notes,
     )
 
 

@@ -16,7 +16,9 @@ None of that makes a series unusable. `repair_series` turns it into a regular gr
    seasonal interpolation (the same time a day earlier and later, bent to meet both edges: not a
    straight line across a night);
 6. longer gaps: the history is cut at the last one when what remains holds `min_points`; otherwise they
-   are bridged by the same seasonal interpolation and counted.
+   are left missing (NaN in `values`, counted in `gaps_left` and `points_missing`) and the forecast uses
+   models that tolerate them (tasks/capacity/models.py: the naive ones on what was observed, the smooth
+   ones on the stretch after the last gap).
 
 Every repair is counted (`Repairs`) and the filled points are marked, so the report and the chart show
 them. Only what cannot be repaired raises `Unusable`.
@@ -59,7 +61,8 @@ class Repairs:
     points_snapped: int = 0  # jittered timestamps moved onto the grid
     dst_changes: int = 0  # daylight-saving folds and gaps undone
     points_filled: int = 0  # grid points with no observation, interpolated
-    long_gaps_bridged: int = 0  # gaps longer than the fill limit, bridged (cutting left too little)
+    gaps_left: int = 0  # gaps longer than the fill limit left missing (cutting there left too little)
+    points_missing: int = 0  # grid points in those gaps: NaN in the repaired values
     history_cut: int = 0  # observed points dropped before the last gap longer than the fill limit
 
     def as_dict(self) -> dict[str, int]:
@@ -76,7 +79,8 @@ class Repairs:
             "points_snapped": "timestamps snapped to the step",
             "dst_changes": "daylight-saving changes undone",
             "points_filled": "missing points interpolated",
-            "long_gaps_bridged": "long gaps bridged",
+            "gaps_left": "long gaps left missing",
+            "points_missing": "points missing in them",
             "history_cut": "points cut before the last long gap",
         }
         done = [f"{count} {words[name]}" for name, count in self.as_dict().items() if count]
@@ -89,10 +93,20 @@ class Repaired:
 
     timestamps: np.ndarray
     values: np.ndarray
-    filled: np.ndarray  # bool per point: True where no observation was there
+    filled: np.ndarray  # bool per point: True where no observation was there and a value was interpolated
     step_seconds: float
     repairs: Repairs = field(default_factory=Repairs)
     notes: list[str] = field(default_factory=list)
+
+    def for_validation(self, max_gap_steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(timestamps, values, max_gap_steps) for the expectation suite: the observed and filled points;
+        the long gaps the repair left missing on purpose (counted in `repairs`) are no cadence failure."""
+        if not self.repairs.gaps_left:
+            return self.timestamps, self.values, max_gap_steps
+        seen = np.isfinite(self.values)
+        t = self.timestamps[seen]
+        longest = int(round(float(np.max(np.diff(t))) / self.step_seconds)) if t.size > 1 else 0
+        return t, self.values[seen], max(max_gap_steps, longest)
 
 
 def robust_step(timestamps: np.ndarray | list[float]) -> float:
@@ -280,15 +294,22 @@ def repair_series(
                 f"history cut at the last gap longer than {max_fill * step / 3600:g}h "
                 f"({(b - a) * step / 3600:.1f}h): {repairs.history_cut} older points dropped"
             )
-        else:
-            repairs.long_gaps_bridged = len(long_runs)
-            notes.append(
-                f"{len(long_runs)} gap(s) longer than {max_fill * step / 3600:g}h bridged by seasonal "
-                "interpolation: cutting there would leave too little history"
-            )
     y, observed, missing = y[start:], observed[start:], missing[start:]
+    left = np.zeros(y.size, dtype=bool)  # long gaps left missing: cutting there would leave too little
     for a, b in _runs(missing):
-        fill_gap(y, observed, a, b, season)
+        if b - a > max_fill:
+            left[a:b] = True
+            repairs.gaps_left += 1
+        else:
+            fill_gap(y, observed, a, b, season)
+    if repairs.gaps_left:
+        repairs.points_missing = int(left.sum())
+        notes.append(
+            f"{repairs.gaps_left} gap(s) longer than {max_fill * step / 3600:g}h left missing "
+            f"({repairs.points_missing} points): cutting there would leave too little history; "
+            "the forecast uses models that tolerate them"
+        )
+    missing &= ~left
     repairs.points_filled = int(missing.sum())
     if repairs.points_filled:
         how = "linearly" if not season else f"linearly up to {LINEAR_STEPS} steps, seasonally beyond"

@@ -150,10 +150,68 @@ def test_a_one_day_gap_is_filled_up_to_the_limit_and_history_cut_beyond_it() -> 
     cut = repair_series(t[keep], v[keep], max_fill_seconds=6 * 3600, min_points=2 * DAY_STEPS)
     assert cut.repairs.history_cut == 2 * DAY_STEPS and cut.repairs.points_filled == 0
     assert np.array_equal(cut.timestamps, t[3 * DAY_STEPS :])
-    # cutting would leave less than min_points: the long gap is bridged instead, and said so
-    bridged = repair_series(t[keep], v[keep], max_fill_seconds=6 * 3600, min_points=6 * DAY_STEPS)
-    assert bridged.repairs.long_gaps_bridged == 1 and bridged.repairs.points_filled == DAY_STEPS
-    assert bridged.values.size == t.size
+    # cutting would leave less than min_points: the long gap is left missing instead, and said so
+    left = repair_series(t[keep], v[keep], max_fill_seconds=6 * 3600, min_points=6 * DAY_STEPS)
+    assert left.repairs.gaps_left == 1 and left.repairs.points_missing == DAY_STEPS
+    assert left.repairs.history_cut == 0 and left.repairs.points_filled == 0 and not left.filled.any()
+    assert np.array_equal(left.timestamps, t) and np.isnan(left.values[~keep]).all()
+    assert np.array_equal(left.values[keep], v[keep])
+    assert "1 long gaps left missing, 288 points missing in them" in left.repairs.describe()
+
+
+def test_short_gaps_are_filled_beside_a_long_gap_left_missing() -> None:
+    t, v = daily(8 * DAY_STEPS)
+    keep = np.ones(t.size, bool)
+    keep[2 * DAY_STEPS : 3 * DAY_STEPS] = False  # a day: longer than the 6 h limit, left
+    keep[5 * DAY_STEPS : 5 * DAY_STEPS + 10] = False  # 50 minutes: filled
+    fixed = repair_series(t[keep], v[keep], max_fill_seconds=6 * 3600, min_points=6 * DAY_STEPS)
+    assert fixed.repairs.gaps_left == 1 and fixed.repairs.points_filled == 10
+    assert fixed.filled.sum() == 10 and np.isfinite(fixed.values[5 * DAY_STEPS : 5 * DAY_STEPS + 10]).all()
+    stamps, values, allowed = fixed.for_validation(6)
+    assert stamps.size == t.size - DAY_STEPS and np.isfinite(values).all() and allowed == DAY_STEPS + 1
+
+
+def test_a_long_gap_left_is_forecast_by_models_that_tolerate_it() -> None:
+    """Eight days with a day missing three days before the end: cutting would leave 3 days (< 6 asked),
+    so the gap stays NaN; the forecast is finite, follows the daily cycle, and ETS / MSTL fit only on the
+    gap-free stretch after it (MSTL's weekly season would need more: it is no candidate, and says so)."""
+    t, v = daily(8 * DAY_STEPS, noise=0.2)
+    keep = np.ones(t.size, bool)
+    keep[4 * DAY_STEPS : 5 * DAY_STEPS] = False
+    left = repair_series(t[keep], v[keep], max_fill_seconds=6 * 3600, min_points=6 * DAY_STEPS)
+    assert left.repairs.gaps_left == 1
+    fc = forecast_series(left.values, STEP, DAY_STEPS)
+    assert np.isfinite(fc.mean).all() and np.isfinite(fc.hi[95]).all() and np.isfinite(fc.lo[80]).all()
+    truth = 50 + 20 * np.sin(2 * np.pi * np.arange(8 * DAY_STEPS, 9 * DAY_STEPS) / DAY_STEPS)
+    assert np.abs(fc.mean - truth).mean() < 2.0  # a flat line would be ~12.7 off
+    assert set(fc.cv_mae) >= {"naive", "seasonal_naive", "seasonal_median", "ets"}
+    assert all(np.isfinite(e) for e in fc.cv_mae.values())
+
+
+def test_a_gap_left_too_close_to_the_end_keeps_only_the_tolerant_models() -> None:
+    t, v = daily(8 * DAY_STEPS, noise=0.2)
+    keep = np.ones(t.size, bool)
+    keep[-DAY_STEPS - 60 : -DAY_STEPS // 2] = False  # ends 12 h before the last point
+    left = repair_series(t[keep], v[keep], max_fill_seconds=6 * 3600, min_points=7 * DAY_STEPS)
+    assert left.repairs.gaps_left == 1 and np.isnan(left.values).sum() == DAY_STEPS // 2 + 60
+    fc = forecast_series(left.values, STEP, 48)
+    assert "mstl" not in fc.cv_mae and "mstl" not in fc.model
+    assert any(note.startswith("not a candidate: mstl") for note in fc.notes)
+    assert np.isfinite(fc.mean).all()
+
+
+def test_gappy_seasonal_naive_takes_each_phase_from_the_newest_cycle_that_saw_it() -> None:
+    from tasks.capacity.models import Seasons, point_forecast
+
+    y = np.concatenate([np.arange(24.0), np.arange(24.0) + 100, np.arange(24.0) + 200])
+    y[-24:-12] = np.nan  # the last day's first half is missing: take it from the day before
+    fc = point_forecast("seasonal_naive", y, 24, Seasons(daily=24, weekly=0, k=1))
+    assert np.array_equal(fc[:12], np.arange(12.0) + 100) and np.array_equal(
+        fc[12:], np.arange(12.0, 24) + 200
+    )
+    assert point_forecast("naive", y, 3, Seasons(daily=24, weekly=0, k=1)).tolist() == [223.0] * 3
+    with pytest.raises(ValueError, match="last one observed"):
+        forecast_series(np.append(y, np.nan), 3600.0, 4)
 
 
 def test_missing_values_become_filled_points() -> None:
@@ -265,6 +323,33 @@ def test_the_flow_path_repairs_then_validates_the_repaired_series() -> None:
     assert job["values"].size == repaired.values.size
     stale, job, _, _ = analyse_series(data, as_of=max(stamps) + 3 * 86_400, horizon_steps_=12)
     assert job is None and [f.split(":")[0] for f in stale.failures] == ["fresh"]  # the suite still decides
+
+
+def test_flow_and_command_forecast_a_series_with_a_long_gap_left(tmp_path: Path) -> None:
+    """Too short to cut at its long gap: the flow path validates the observed points (the gap is in
+    `repairs`, not a cadence failure) and forecasts with the NaN left; so does the command."""
+    from tasks.capacity.analysis import analyse_series
+    from tasks.capacity.models import SeriesData
+
+    t, v = daily(5 * DAY_STEPS, noise=0.2)
+    keep = np.ones(t.size, bool)
+    keep[3 * DAY_STEPS + 100 : 3 * DAY_STEPS + 200] = False  # 8 h 20 min: more than the 6 h fill limit
+    data = SeriesData("gappy", timestamps=t[keep].tolist(), values=v[keep].tolist())
+    checked, job, _, repaired = analyse_series(
+        data, as_of=float(t[-1]) + 60, horizon_steps_=12, max_fill_seconds=6 * 3600
+    )
+    assert checked.ok and job is not None, checked.failures
+    assert repaired is not None and repaired.repairs.gaps_left == 1 and repaired.repairs.history_cut == 0
+    assert np.isnan(job["values"]).sum() == 100 and forecast_series(**job).mean.size == 12
+    csv = tmp_path / "gappy.csv"
+    stamps = pd.to_datetime(t[keep], unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pd.DataFrame({"timestamp": stamps, "value": v[keep]}).to_csv(csv, index=False)
+    out = tmp_path / "out.csv"
+    args = ["forecast", "--input", str(csv), "--horizon", "12", "-o", str(out), "--max-fill", "6h"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 long gaps left missing, 100 points missing in them" in result.output
+    assert pd.read_csv(out)["mean"].notna().all()
 
 
 def test_forecast_command_gx_validates_the_repaired_series(tmp_path: Path) -> None:
