@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field
 
@@ -118,11 +119,16 @@ def coalesced_alerts(alert: dict[str, Any] | None) -> list[dict[str, Any]]:
             "event": {"name": ["scaleops.alert.coalesced"]},
             "related": {"id": [f"{WINDOW_RESOURCE}.{window['id']}"]},
         },
-        "limit": MAX_COALESCED_LISTED,
+        "limit": 50,  # Prefect's page size: the pages after it are followed
     }
     try:
         with get_client(sync_client=True) as client:
-            events = client.request("POST", "/events/filter", json=query).json()["events"]
+            page = client.request("POST", "/events/filter", json=query).json()
+            events = list(page["events"])
+            while page.get("next_page") and len(events) < MAX_COALESCED_LISTED:
+                token = parse_qs(urlsplit(page["next_page"]).query).get("page-token", [""])[0]
+                page = client.request("GET", "/events/filter/next", params={"page-token": token}).json()
+                events += page["events"]
     except Exception as exc:
         run_logger().warning("could not read the alerts attached to this run's window: %s", exc)
         return []

@@ -22,6 +22,7 @@ import yaml
 
 from scaleops.core.settings import Settings
 from scaleops.sandbox.manager import Sandbox
+from tests.e2e.alert_windows import close_alert_windows
 from tests.polling import holds_for
 
 pytestmark = pytest.mark.e2e
@@ -126,6 +127,7 @@ def triggered_runs(api: str, dep_id: str, starts: str) -> list[dict[str, Any]]:
 
 def test_alertmanager_alert_starts_the_mapped_deployment(deployed: dict[str, str]) -> None:
     api, am = deployed["PREFECT_API_URL"], deployed["SCALEOPS_ALERTMANAGER__URL"]
+    close_alert_windows(deployed, "preflight")  # an earlier preflight alert's window would attach this one
     starts = datetime.now(UTC).replace(microsecond=0).isoformat()
     alert = {
         "labels": {"alertname": "ScaleopsTargetDown", "severity": "critical", "instance": uuid.uuid4().hex},
@@ -167,6 +169,7 @@ def test_alertmanager_alert_starts_the_mapped_deployment(deployed: dict[str, str
 def test_a_repeated_alert_starts_no_second_run(deployed: dict[str, str]) -> None:
     api, bridge = deployed["PREFECT_API_URL"], deployed["SCALEOPS_ALERTS__URL"]
     auth = {"Authorization": f"Bearer {deployed['SCALEOPS_ALERTS__TOKEN']}"}
+    close_alert_windows(deployed, "preflight")
     starts = datetime.now(UTC).replace(microsecond=0).isoformat()
     webhook = {
         "version": "4",
