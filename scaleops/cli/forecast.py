@@ -86,12 +86,14 @@ def forecast(
     if gx:
         from tasks.capacity.validation import validate_series
 
+        stamps_seen, values_seen, allowed_gap = repaired.for_validation(6)
         checked = validate_series(
-            repaired.timestamps,
-            repaired.values,
+            stamps_seen,
+            values_seen,
             step_seconds=step,
             as_of=float(repaired.timestamps[-1]),
             max_staleness_seconds=float("inf"),
+            max_gap_steps=allowed_gap,
             min_points=need,
         )
         if not checked.ok:

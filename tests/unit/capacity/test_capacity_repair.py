@@ -327,7 +327,7 @@ def test_the_flow_path_repairs_then_validates_the_repaired_series() -> None:
 
 def test_flow_and_command_forecast_a_series_with_a_long_gap_left(tmp_path: Path) -> None:
     """Too short to cut at its long gap: the flow path validates the observed points (the gap is in
-    `repairs`, not a cadence failure) and forecasts with the NaN left; so does the command."""
+    `repairs`, not a cadence failure) and forecasts with the NaN left; so does the command, with --gx."""
     from tasks.capacity.analysis import analyse_series
     from tasks.capacity.models import SeriesData
 
@@ -345,7 +345,7 @@ def test_flow_and_command_forecast_a_series_with_a_long_gap_left(tmp_path: Path)
     stamps = pd.to_datetime(t[keep], unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
     pd.DataFrame({"timestamp": stamps, "value": v[keep]}).to_csv(csv, index=False)
     out = tmp_path / "out.csv"
-    args = ["forecast", "--input", str(csv), "--horizon", "12", "-o", str(out), "--max-fill", "6h"]
+    args = ["forecast", "--input", str(csv), "--horizon", "12", "-o", str(out), "--max-fill", "6h", "--gx"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "1 long gaps left missing, 100 points missing in them" in result.output
