@@ -5,7 +5,10 @@ no `zks_` methods, so this proxy forwards every request to an anvil node and ans
 itself with the shape and the fee model of zkSync Era: the gas limit covers execution (anvil's
 `eth_estimateGas` + 20%) plus the pubdata the transaction publishes to L1 (its state diffs, read from
 anvil's `prestateTracer` in diff mode) times the gas per pubdata byte, plus a fixed per-transaction
-overhead. Execution on anvil is EVM execution, not zkEVM: gas used is anvil's, the fee model is Era's.
+overhead. As on Era, the gas per pubdata byte never exceeds MAX_GAS_PER_PUBDATA_BYTE: when the L2 base
+fee is too low for that, the quoted base fee is raised instead (`derive_base_fee_and_gas_per_pubdata`),
+so a falling base fee cannot blow the gas limit up past any block's. Execution on anvil is EVM
+execution, not zkEVM: gas used is anvil's, the fee model is Era's.
 
     python -m scaleops.sandbox.zksync_rpc --port 3050 --upstream http://127.0.0.1:8545
 """
@@ -21,6 +24,7 @@ from scaleops.sandbox.jsonrpc import answer, serve
 
 L1_PUBDATA_PRICE_WEI = 1_000_000_000  # per pubdata byte: a blob-era L1 price (Era derives it from L1)
 GAS_PER_PUBDATA_LIMIT = 50_000  # what Era's SDKs put in a transaction by default
+MAX_GAS_PER_PUBDATA_BYTE = 50_000  # Era's system constant: the most gas one pubdata byte can cost
 TX_OVERHEAD_GAS = 10_000  # Era charges each transaction a share of its batch's fixed costs
 INITIAL_WRITE_BYTES = 64  # a slot written for the first time: derived key + compressed value
 REPEATED_WRITE_BYTES = 40  # a slot written before: enumeration index + compressed value
@@ -58,14 +62,22 @@ def pubdata_bytes(diff: dict[str, Any], payer: str) -> int:
     return total
 
 
+def derive_base_fee_and_gas_per_pubdata(pubdata_price: int, l2_gas_price: int) -> tuple[int, int]:
+    """(base fee, gas per pubdata byte) as Era's fee model derives them: the base fee is raised so that
+    one pubdata byte never costs more than MAX_GAS_PER_PUBDATA_BYTE gas (zksync-era
+    `derive_base_fee_and_gas_per_pubdata`)."""
+    base_fee = max(l2_gas_price, -(-pubdata_price // MAX_GAS_PER_PUBDATA_BYTE), 1)
+    return base_fee, -(-pubdata_price // base_fee)
+
+
 def estimate_fee(upstream: Any, call: dict[str, Any]) -> dict[str, str]:
     """zks_estimateFee: {gas_limit, max_fee_per_gas, max_priority_fee_per_gas, gas_per_pubdata_limit}."""
     if not isinstance(call, dict) or not call.get("from") or not call.get("to"):
         raise RpcError(-32602, "zks_estimateFee: the call needs from and to")
     execution = int(upstream("eth_estimateGas", [call]), 16)
     diff = upstream("debug_traceCall", [call, "latest", STATE_DIFF_TRACER])
-    base_fee = max(int(upstream("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16), 1)
-    gas_per_pubdata = -(-L1_PUBDATA_PRICE_WEI // base_fee)
+    node_base_fee = int(upstream("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+    base_fee, gas_per_pubdata = derive_base_fee_and_gas_per_pubdata(L1_PUBDATA_PRICE_WEI, node_base_fee)
     gas_limit = (
         execution * (100 + EXECUTION_MARGIN_PERCENT) // 100
         + pubdata_bytes(diff, str(call["from"])) * gas_per_pubdata

@@ -268,6 +268,11 @@ def head(w3: Any) -> int:
     return int(rpc(w3, "eth_blockNumber", []), 16)
 
 
+def block_gas_limit(w3: Any) -> int:
+    """The gas limit of the latest block: no transaction with a higher gas limit can be mined."""
+    return int(rpc(w3, "eth_getBlockByNumber", ["latest", False])["gasLimit"], 16)
+
+
 def block_hash_at(w3: Any, number: int) -> str | None:
     block = rpc(w3, "eth_getBlockByNumber", [hex(number), False])
     return str(block["hash"]) if block else None

@@ -29,6 +29,7 @@ from tasks.l2.poster import (
     BatchPoster,
     ChainReport,
     Draft,
+    OverBlockLimit,
     Packing,
     PostingError,
     PostOptions,
@@ -54,6 +55,9 @@ MIN_BUMP_PERCENT = 10
 # A node can report the signer's nonce past ours a moment before it serves the receipt that explains it:
 # "another transaction took our nonce" is only concluded after this long without a receipt.
 NONCE_TAKEN_GRACE_SECONDS = 5.0
+
+# how nodes say an estimate needs more gas than a block holds (geth: "gas required exceeds allowance (N)")
+OVER_BLOCK_ERRORS = ("exceeds allowance", "exceeds block gas limit")
 
 UNPOSTED_ERROR = (
     "skipped on chain as already posted, but no OperationPosted of its key exists: its outbox id was "
@@ -142,7 +146,9 @@ class EvmPoster(BatchPoster[EvmDraft]):
         return chain_nonce if highest is None else max(chain_nonce, highest + 1)
 
     def price(self, batch_id: int, ops: list[Op]) -> EvmDraft:
-        """postBatch call data at the next nonce, quoted: L2 gas x max fee plus the stack's L1 data fee."""
+        """postBatch call data at the next nonce, quoted: L2 gas x max fee plus the stack's L1 data fee.
+        A gas limit above the latest block's is OverBlockLimit (on zkSync the pubdata part of the gas
+        limit grows with the batch's state diffs and the L1 price)."""
         calldata = evm.post_batch_calldata(
             self.namespace,
             batch_id,
@@ -151,16 +157,25 @@ class EvmPoster(BatchPoster[EvmDraft]):
             [o.payload_bytes() for o in ops],
         )
         nonce = self.next_nonce()
-        quote = evm.quote_fees(
-            self.w3,
-            self.cfg.kind,
-            self.signer,
-            self.contract,
-            calldata,
-            self.cfg.chain_id,
-            nonce,
-            self.opts.min_priority_fee_wei,
-        )
+        try:
+            quote = evm.quote_fees(
+                self.w3,
+                self.cfg.kind,
+                self.signer,
+                self.contract,
+                calldata,
+                self.cfg.chain_id,
+                nonce,
+                self.opts.min_priority_fee_wei,
+            )
+        except evm.RpcFailure as exc:
+            # the node cannot even estimate it: executing the batch alone needs more than a block's gas
+            if any(words in str(exc).lower() for words in OVER_BLOCK_ERRORS):
+                raise OverBlockLimit(str(exc)) from None
+            raise
+        block_limit = evm.block_gas_limit(self.w3)
+        if quote.gas_limit > block_limit:
+            raise OverBlockLimit(f"gas limit {quote.gas_limit} > block gas limit {block_limit}")
         cost = (
             f"batch of {len(ops)} ops would cost up to {quote.total_wei} wei "
             f"(L2 {quote.l2_fee_wei} + L1 {quote.l1_fee_wei})"

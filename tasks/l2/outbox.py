@@ -148,11 +148,17 @@ def validate_op(key: Any, kind: Any, payload: Any, where: str = "") -> NewOp:
         raise OutboxInputError(f"{prefix}kind: must match {KIND_RE.pattern}")
     if payload is None:
         raise OutboxInputError(f"{prefix}payload: missing")
+    try:
+        json.dumps(payload, allow_nan=False)
+    except ValueError:  # Python's json reads NaN and Infinity; JSON, PostgreSQL's jsonb and the chain do not
+        raise OutboxInputError(f"{prefix}payload: NaN and Infinity are not JSON numbers") from None
     return NewOp(key, kind, payload)
 
 
 def parse_jsonl(lines: Iterable[str]) -> Iterator[NewOp]:
-    """`{"key": ..., "kind": ..., "payload": ...}` per line; blank lines skipped; errors name the line."""
+    """`{"key": ..., "kind": ..., "payload": ...}` per line; blank lines skipped; errors name the line.
+    A key twice in one input is an error naming both lines (which of the two was meant?)."""
+    seen: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -162,7 +168,11 @@ def parse_jsonl(lines: Iterable[str]) -> Iterator[NewOp]:
             raise OutboxInputError(f"line {number}: not JSON ({exc.msg})") from None
         if not isinstance(item, dict):
             raise OutboxInputError(f"line {number}: expected an object with key, kind, payload")
-        yield validate_op(item.get("key"), item.get("kind"), item.get("payload"), f"line {number}")
+        op = validate_op(item.get("key"), item.get("kind"), item.get("payload"), f"line {number}")
+        if op.key in seen:
+            raise OutboxInputError(f"line {number}: key {op.key!r} repeats line {seen[op.key]}")
+        seen[op.key] = number
+        yield op
 
 
 def ensure_schema(conn: Any) -> None:
@@ -359,6 +369,23 @@ def release_batch(conn: Any, batch_id: int, reason: str) -> None:
             " where batch_id = %s and status = 'batched'",
             (batch_id,),
         )
+
+
+def shrink_batch(conn: Any, batch_id: int, keep: Collection[int], size_bytes: int) -> int:
+    """An unsigned batch keeps only the operations `keep` (ids); the others are pending again, for a
+    later batch. Returns how many went back to pending."""
+    with conn.transaction():
+        released = conn.execute(
+            "update l2_operations set status = 'pending', batch_id = null, updated_at = now()"
+            " where batch_id = %s and status = 'batched' and not (id = any(%s))",
+            (batch_id, list(keep)),
+        ).rowcount
+        conn.execute(
+            "update l2_batches set op_count = %s, calldata_bytes = %s, updated_at = now()"
+            " where id = %s and status = 'batched'",
+            (len(keep), size_bytes, batch_id),
+        )
+    return int(released)
 
 
 def insert_attempt(conn: Any, batch_id: int, tx: SignedTx) -> None:

@@ -60,6 +60,11 @@ class Unpostable(PostingError):
     """This batch can never be posted as it is (e.g. its simulation fails): it fails with the message."""
 
 
+class OverBlockLimit(Exception):
+    """The batch's transaction needs more than one block can hold (its gas limit above the block gas
+    limit): the node would refuse it every time. Fewer operations may fit."""
+
+
 class Rejected(Exception):
     """The node refused a signed transaction outright: it is not in the pool and cannot land as it is."""
 
@@ -93,6 +98,7 @@ class ChainReport(BaseModel):
     failed: int = 0
     pending: int = 0
     fee_capped: int = 0
+    split: int = Field(default=0, description="batches cut down to fit the block gas limit")
     resigned: int = Field(default=0, description="Solana: re-signed after the blockhash expired unseen")
     lamports: int | None = Field(default=None, description="Solana: fees paid this run")
     max_tx_bytes: int | None = Field(default=None, description="Solana: largest transaction signed")
@@ -151,7 +157,8 @@ class BatchPoster(ABC, Generic[DraftT]):
 
     @abstractmethod
     def price(self, batch_id: int, ops: list[Op]) -> DraftT:
-        """The batch's transaction, built and priced (raise Unpostable if it can never be posted)."""
+        """The batch's transaction, built and priced (raise Unpostable if it can never be posted,
+        OverBlockLimit if it needs more than one block holds)."""
 
     @abstractmethod
     def sign(self, draft: DraftT) -> SignedTx:
@@ -221,9 +228,10 @@ class BatchPoster(ABC, Generic[DraftT]):
                 return
             batch_id, ops = claimed
             crashpoint("batched")
-            if not self.sign_and_send(batch_id, ops):
+            sent = self.sign_and_send(batch_id, ops)
+            if sent is None:
                 return
-            remaining -= len(ops)
+            remaining -= sent
 
     def claim(self, limit: int) -> tuple[int, list[Op]] | None:
         """Pack the oldest pending operations into a new batch (status `batched`), in one transaction;
@@ -242,32 +250,62 @@ class BatchPoster(ABC, Generic[DraftT]):
             )
         return batch_id, packing.ops
 
-    def sign_and_send(self, batch_id: int, ops: list[Op]) -> bool:
-        """Price, check the fee cap, sign, write ahead, broadcast. False: stop draining."""
+    def sign_and_send(self, batch_id: int, ops: list[Op]) -> int | None:
+        """Price (cutting the batch down until it fits a block), check the fee cap, sign, write ahead,
+        broadcast. Returns how many operations the batch kept; None: stop draining."""
         if not ops:
-            return True
+            return 0
         try:
-            draft = self.price(batch_id, ops)
+            draft = self.fitted(batch_id, ops)
         except Unpostable as exc:
             self.fail_batch(batch_id, len(ops), str(exc))
-            return True
+            return len(ops)
         if draft.max_cost > self.cfg.max_fee_per_batch:
             reason = f"fee cap: {draft.cost} > MAX_FEE_PER_BATCH {self.cfg.max_fee_per_batch}"
             outbox.release_batch(self.conn, batch_id, reason)
             self.report.fee_capped += len(ops)
             self.report.problems.append(f"{self.chain}: {reason}; operations left pending")
             self.log.warning("%s: %s", self.chain, reason)
-            return False
+            return None
         tx = self.sign(draft)
         outbox.record_signed(self.conn, batch_id, tx)
         self.count_signed(tx)
         crashpoint("signed")
         if not self.broadcast(batch_id, tx.raw, tx.nonce):
-            return False
+            return None
         self.log.info(
             "%s: batch %d (%d ops) sent%s: %s", self.chain, batch_id, len(ops), at_nonce(tx.nonce), tx.tx_hash
         )
-        return True
+        return len(ops)
+
+    def fitted(self, batch_id: int, ops: list[Op]) -> DraftT:
+        """The batch priced, halved (still unsigned, `ops` cut in place) until its transaction fits a
+        block: the operations cut off are pending again and go into the next batch of this run, which
+        starts at the size that fitted. A single operation that does not fit is Unpostable. Sent as it
+        is, a transaction over the block gas limit is refused by the node every time, and its batch
+        would go back to pending and be retried, whole, by every run."""
+        while True:
+            try:
+                return self.price(batch_id, ops)
+            except OverBlockLimit as exc:
+                if len(ops) == 1:
+                    raise Unpostable(f"one operation alone does not fit a block: {exc}") from None
+                keep = ops[: len(ops) // 2]
+                released = outbox.shrink_batch(
+                    self.conn, batch_id, [o.id for o in keep], self.pack(keep).size_bytes
+                )
+                self.report.split += 1
+                self.max_ops = len(keep)
+                self.log.warning(
+                    "%s: batch %d of %d ops does not fit a block (%s): cut to %d, %d pending again",
+                    self.chain,
+                    batch_id,
+                    len(ops),
+                    exc,
+                    len(keep),
+                    released,
+                )
+                del ops[len(keep) :]
 
     def broadcast(self, batch_id: int, raw: bytes, nonce: int | None) -> bool:
         """Send signed bytes that are written ahead; False when the node refuses them (see `rejected`)."""

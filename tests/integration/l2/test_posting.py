@@ -188,7 +188,9 @@ def test_zksync_posts_with_the_gas_limit_of_zks_estimate_fee(outbox_db: str) -> 
     # quoted on the block before: Era's limit = execution + 20% + pubdata x gas per byte + overhead, and
     # the batch published at least a fresh bitmap word, the sender's nonce and the fee payment
     before = chain_rpc(settings, "zksync", "eth_getBlockByNumber", [hex(block - 1), False])
-    per_byte = -(-zksync_rpc.L1_PUBDATA_PRICE_WEI // int(before["baseFeePerGas"], 16))
+    _, per_byte = zksync_rpc.derive_base_fee_and_gas_per_pubdata(
+        zksync_rpc.L1_PUBDATA_PRICE_WEI, int(before["baseFeePerGas"], 16)
+    )
     least_pubdata = zksync_rpc.INITIAL_WRITE_BYTES + 3 * zksync_rpc.ACCOUNT_WRITE_BYTES
     assert gas_limit >= used * 12 // 10 + least_pubdata * per_byte + zksync_rpc.TX_OVERHEAD_GAS
     assert_exactly_once("zksync", keys, start_block, start_nonce)

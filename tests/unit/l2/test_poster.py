@@ -3,6 +3,7 @@ outbox (the same functions as tasks/l2/outbox.py, on dicts) and an in-memory nod
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Collection, Iterator
@@ -20,6 +21,7 @@ from tasks.l2.poster import (
     BatchPoster,
     ChainReport,
     Draft,
+    OverBlockLimit,
     Packing,
     PostingError,
     PostOptions,
@@ -111,6 +113,15 @@ class MemoryOutbox:
             if op_status == "pending":
                 r.batch_id = None
 
+    def shrink_batch(self, conn: Any, batch_id: int, keep: Collection[int], size_bytes: int) -> int:
+        assert self.batches[batch_id].status == "batched"
+        released = 0
+        for r in self.of(batch_id):
+            if r.id not in keep:
+                r.status, r.batch_id, released = "pending", None, released + 1
+        self.batches[batch_id].op_count = len(keep)
+        return released
+
     def release_batch(self, conn: Any, batch_id: int, reason: str) -> None:
         self.move(batch_id, "abandoned", "pending", reason)
 
@@ -184,16 +195,29 @@ class Conn:
 
 
 class ToyPoster(BatchPoster[ToyDraft]):
-    """One unit of fee per operation; a payload "huge" fits no batch, "bad" makes its batch unpostable;
-    whatever reached the node's pool lands and is confirmed at the next look."""
+    """One unit of fee per operation; a payload "huge" fits no batch, "bad" makes its batch unpostable,
+    "giant" needs a block of its own and more; a block holds `block_ops` operations; whatever reached
+    the node's pool lands and is confirmed at the next look."""
 
-    def __init__(self, node: ToyNode, options: PostOptions, fee_cap: int = 1_000):
+    def __init__(
+        self,
+        node: ToyNode,
+        options: PostOptions,
+        fee_cap: int = 1_000,
+        max_batch_ops: int = 3,
+        block_ops: int | None = None,
+    ):
         cfg = ChainSettings(
-            rpc_url="http://127.0.0.1:1", chain_id=1, kind="evm", max_batch_ops=3, max_fee_per_batch=fee_cap
+            rpc_url="http://127.0.0.1:1",
+            chain_id=1,
+            kind="evm",
+            max_batch_ops=max_batch_ops,
+            max_fee_per_batch=fee_cap,
         )
         super().__init__(Conn(), CHAIN, cfg, options, SIGNER)
         self.node = node
         self.prepared = False
+        self.block_ops = block_ops
 
     def before_posting(self) -> None:
         self.prepared = True
@@ -206,6 +230,8 @@ class ToyPoster(BatchPoster[ToyDraft]):
     def price(self, batch_id: int, ops: list[Op]) -> ToyDraft:
         if any(op.payload == "bad" for op in ops):
             raise Unpostable("simulation failed")
+        if any(op.payload == "giant" for op in ops) or len(ops) > (self.block_ops or len(ops)):
+            raise OverBlockLimit(f"{len(ops)} ops need more gas than a block holds")
         return ToyDraft(len(ops), f"{len(ops)} units", batch_id, ops)
 
     def sign(self, draft: ToyDraft) -> SignedTx:
@@ -311,6 +337,33 @@ def test_unfit_operations_and_unpostable_batches_fail_alone(monkeypatch: pytest.
         "toy: 1 operation(s) failed: payload does not fit",
         "toy: batch 1 failed: simulation failed",
     ]
+
+
+def test_a_batch_over_the_block_limit_is_halved_and_the_rest_posted_in_the_same_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, node = toy(monkeypatch, ["a"] * 10)
+    toy_poster = ToyPoster(
+        node, PostOptions(wait_seconds=1.0, poll_seconds=0.0), max_batch_ops=8, block_ops=3
+    )
+    report = toy_poster.run()
+    # 8 claimed, cut to 4, then to 2, which fits; the run's next batches start at 2
+    assert [b.op_count for b in store.batches.values()] == [2, 2, 2, 2, 2]
+    assert report.split == 2 and report.problems == [] and report.failed == 0
+    assert (report.ops_posted, report.batches, report.txs, report.pending) == (10, 5, 5, 0)
+    assert store.statuses() == {"confirmed": 10}
+    sent = [op_id for raw in node.pool for op_id in json.loads(raw.decode().split(": ", 1)[1])]
+    assert sorted(sent) == list(range(1, 11))  # every operation sent once, in one batch
+
+
+def test_an_operation_that_alone_passes_the_block_limit_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, node = toy(monkeypatch, ["a", "giant", "a"])
+    _, report = run(node)
+    assert store.ops[2].status == "failed" and "one operation alone does not fit a block" in str(
+        store.ops[2].error
+    )
+    assert store.ops[1].status == store.ops[3].status == "confirmed"
+    assert report.failed == 1 and report.ops_posted == 2 and report.split == 1
 
 
 def test_reconcile_releases_unsigned_batches_and_resends_signed_bytes_unchanged(

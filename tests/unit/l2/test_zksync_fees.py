@@ -59,6 +59,29 @@ def test_estimate_fee_is_execution_plus_pubdata_plus_overhead() -> None:
         zksync_rpc.estimate_fee(upstream, {"to": CONTRACT})
 
 
+def test_gas_per_pubdata_is_capped_as_on_era_when_the_base_fee_falls() -> None:
+    """anvil's base fee decays towards a few wei under automine; uncapped, 1 gwei of pubdata price over
+    7 wei of base fee made every pubdata byte cost ~143M gas and every batch's gas limit pass any block's.
+    Era raises the base fee instead, so a byte never costs more than MAX_GAS_PER_PUBDATA_BYTE gas."""
+
+    def upstream(method: str, params: list[Any]) -> Any:
+        return {
+            "eth_estimateGas": "0x186a0",
+            "debug_traceCall": DIFF,
+            "eth_getBlockByNumber": {"baseFeePerGas": hex(7)},
+        }[method]
+
+    fee = zksync_rpc.estimate_fee(upstream, {"from": SIGNER, "to": CONTRACT, "data": "0x"})
+    cap = zksync_rpc.MAX_GAS_PER_PUBDATA_BYTE
+    assert int(fee["gas_limit"], 16) == 120_000 + zksync_rpc.pubdata_bytes(DIFF, SIGNER) * cap + 10_000
+    assert int(fee["gas_limit"], 16) < 30_000_000
+    raised = zksync_rpc.L1_PUBDATA_PRICE_WEI // cap  # the base fee Era quotes instead of 7 wei
+    assert int(fee["max_fee_per_gas"], 16) == raised * 6 // 5
+    # above the floor nothing changes: the node's base fee, its gas per pubdata byte
+    assert zksync_rpc.derive_base_fee_and_gas_per_pubdata(10**9, 25_000_000) == (25_000_000, 40)
+    assert zksync_rpc.derive_base_fee_and_gas_per_pubdata(10**9, 0) == (20_000, 50_000)
+
+
 class FakeZkNode:
     """Answers eth_feeHistory and zks_estimateFee (with `fee`) like a provider."""
 
