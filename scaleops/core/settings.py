@@ -565,8 +565,11 @@ class ArchiveSettings(Section):
     wallet_jwk: SecretStr | None = Field(default=None, description="the archive wallet's JWK (secret)")
     sources: dict[str, ArchiveSource] = Field(default_factory=dict, description="name -> source (JSON)")
     max_winston_per_run: int = Field(default=10**12, ge=0, description="budget of one run (1 AR = 10^12)")
-    max_bundle_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1024, description="bytes of one bundle (posted inline: under 15 MB)"
+    max_bundle_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="bytes of one bundle")
+    chunked_above_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=256 * 1024,
+        description="a bundle larger than this goes as a transaction header and POST /chunk uploads",
     )
     confirmations: int = Field(default=10, ge=1, le=1000)
     drop_after_blocks: int = Field(default=50, ge=1, description="unknown this long after posting: re-post")

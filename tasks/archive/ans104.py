@@ -270,12 +270,20 @@ def create_data_item(wallet: Wallet, data: bytes, tags: Sequence[Tag], anchor: b
         raise ValueError("an anchor is 32 bytes")
     tag_bytes = encode_tags(tags)
     signature = wallet.sign(_item_message(wallet.owner, b"", anchor, tag_bytes, data))
+    return assemble_item(signature, wallet.owner, b"", anchor, tags, data)
+
+
+def assemble_item(
+    signature: bytes, owner: bytes, target: bytes, anchor: bytes, tags: Sequence[Tag], data: bytes
+) -> DataItem:
+    """The bytes of a data item from its fields (to sign, or to rebuild one a gateway describes)."""
+    tag_bytes = encode_tags(tags)
     raw = b"".join(
         [
             SIG_ARWEAVE.to_bytes(2, "little"),
             signature,
-            wallet.owner,
-            b"\x00",
+            owner,
+            (b"\x01" + target) if target else b"\x00",
             (b"\x01" + anchor) if anchor else b"\x00",
             len(tags).to_bytes(8, "little"),
             len(tag_bytes).to_bytes(8, "little"),
@@ -339,19 +347,55 @@ def _note(value: int) -> bytes:
     return value.to_bytes(32, "big")
 
 
-def data_root(data: bytes) -> bytes:
-    """The Merkle root of the data's chunks (Arweave's `data_root`)."""
-    nodes = [(_sha(_sha(h), _sha(_note(end))), end) for h, end in _chunks(data)]
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a transaction's data with its Merkle proof, as `POST /chunk` takes it."""
+
+    start: int
+    end: int  # exclusive
+    data_path: bytes  # the branch proofs from the root down, then the leaf proof
+
+    @property
+    def offset(self) -> int:
+        """The offset of the chunk's last byte (what the protocol calls the chunk's offset)."""
+        return self.end - 1
+
+
+def _tree(data: bytes) -> tuple[bytes, list[Chunk]]:
+    """The Merkle root of the data's chunks (Arweave's `data_root`) and each chunk with its proof,
+    as arweave-js builds them (`generateTransactionChunks`, `generateProofs`)."""
+    leaves = _chunks(data)
+    # a node: (id, max byte range, [(chunk index, proof so far below this node)])
+    nodes: list[tuple[bytes, int, list[tuple[int, bytes]]]] = [
+        (_sha(_sha(digest), _sha(_note(end))), end, [(index, digest + _note(end))])
+        for index, (digest, end) in enumerate(leaves)
+    ]
     while len(nodes) > 1:
         paired = []
         for i in range(0, len(nodes), 2):
             if i + 1 == len(nodes):
-                paired.append(nodes[i])
+                paired.append(nodes[i])  # an odd node goes up as it is: no proof step
                 continue
-            (left, left_end), (right, right_end) = nodes[i], nodes[i + 1]
-            paired.append((_sha(_sha(left), _sha(right), _sha(_note(left_end))), right_end))
+            (left, left_end, left_paths), (right, right_end, right_paths) = nodes[i], nodes[i + 1]
+            step = left + right + _note(left_end)
+            paths = [(k, step + path) for k, path in left_paths + right_paths]
+            paired.append((_sha(_sha(left), _sha(right), _sha(_note(left_end))), right_end, paths))
         nodes = paired
-    return nodes[0][0]
+    root, _, paths = nodes[0]
+    bounds = [0] + [end for _, end in leaves]
+    chunks = [Chunk(bounds[k], bounds[k + 1], path) for k, path in sorted(paths)]
+    # data that ends on a chunk boundary has an empty last leaf: in the root, not uploaded (as arweave-js)
+    return root, [c for c in chunks if c.end > c.start]
+
+
+def data_root(data: bytes) -> bytes:
+    """The Merkle root of the data's chunks (Arweave's `data_root`)."""
+    return _tree(data)[0]
+
+
+def chunk_proofs(data: bytes) -> list[Chunk]:
+    """Every chunk of the data with its proof, in order (for `POST /chunk`)."""
+    return _tree(data)[1]
 
 
 BUNDLE_TAGS: tuple[Tag, ...] = (("Bundle-Format", "binary"), ("Bundle-Version", "2.0.0"))

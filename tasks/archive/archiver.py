@@ -29,12 +29,14 @@ from tasks.archive.ans104 import (
     Tag,
     Wallet,
     bundle_items,
+    chunk_proofs,
     create_data_item,
     encode_tags,
     sign_transaction,
 )
 from tasks.archive.gateway import Gateway
 from tasks.archive.report import ArchiveReport, BundleRecord, Finding
+from tasks.archive.verify import find_archived
 
 CRASH_ENV = "SCALEOPS_ARCHIVE_CRASH_AT"
 CRASH_STEPS = ("collected", "signed", "sent", "posted")
@@ -134,6 +136,12 @@ class Context:
     load_body: Callable[[ledger.Item], bytes]
 
 
+def has_data(gateway: Gateway, bundle: ledger.Bundle) -> bool:
+    """Does the gateway serve all of a bundle's bytes (after a crash in the middle of its chunks)?"""
+    served = gateway.data(bundle.tx_id)
+    return served is not None and len(served) == bundle.size
+
+
 def reconcile(ctx: Context) -> None:
     """Ask the gateway about every bundle written ahead and not yet confirmed, before signing anything."""
     live = ledger.live_bundles(ctx.conn)
@@ -143,8 +151,11 @@ def reconcile(ctx: Context) -> None:
     for bundle in live:
         status = ctx.gateway.status(bundle.tx_id)
         if bundle.status == "signed":
+            chunked = bundle.mode == "gateway" and bundle.size > ctx.settings.chunked_above_bytes
             if not status.known:  # written ahead, never reached the gateway: the same bytes, paid once
-                ctx.gateway.post_transaction(bundle.raw_tx, bundle.data)
+                ctx.gateway.post_transaction(bundle.raw_tx, bundle.data, chunked)
+            elif chunked and not has_data(ctx.gateway, bundle):  # the header went, not all chunks
+                ctx.gateway.post_chunks(bundle.raw_tx, bundle.data)
             ledger.mark_posted(ctx.conn, bundle.tx_id, height)
             ctx.report.items_posted += bundle.items
             if not status.known:
@@ -155,6 +166,7 @@ def reconcile(ctx: Context) -> None:
                         bytes=bundle.size,
                         winston=bundle.winston,
                         mode=bundle.mode,
+                        chunks=len(chunk_proofs(bundle.data)) if chunked else 0,
                     )
                 )
             continue
@@ -183,10 +195,42 @@ def reconcile(ctx: Context) -> None:
                 )
 
 
+def adopt_archived(ctx: Context, owner: str, queue: Sequence[ledger.Item]) -> set[str]:
+    """Queued items the gateway already holds, signed by our wallet (GraphQL by `Content-SHA256`,
+    checked on our side): recorded, never signed nor paid again. Mined with enough confirmations they
+    are `confirmed` (verification checks them by tag); otherwise they stay queued and are skipped this
+    run, so a transaction still pending is not paid twice either. Returns their SHA-256s."""
+    found = find_archived(ctx.gateway, queue, owner)
+    if not found:
+        return set()
+    height = ctx.gateway.height()
+    by_sha = {item.sha256: item for item in queue}
+    confirmed = []
+    for sha, hit in found.items():
+        item = by_sha[sha]
+        depth = height - hit.block_height + 1 if hit.block_height is not None else 0
+        where = f"item {hit.item_id}" + (f" in bundle {hit.bundle_id}" if hit.bundle_id else "")
+        if depth >= ctx.settings.confirmations:
+            confirmed.append((sha, hit.item_id, hit.bundle_id))
+            reason = f"{where}, {depth} confirmations: recorded, not signed again"
+        else:
+            reason = f"{where}, {depth}/{ctx.settings.confirmations} confirmations: not signed again"
+            ctx.report.pending.append(
+                Finding(key=item.first_key, sha256=sha, reason=f"found by tag: {reason}")
+            )
+        ctx.report.found_by_tag.append(Finding(key=item.first_key, sha256=sha, reason=reason))
+    ctx.report.items_confirmed += ledger.adopt(ctx.conn, confirmed)
+    return set(found)
+
+
 def archive_queued(ctx: Context, wallet: Wallet) -> None:
     """Bundle, price, sign, write ahead and post every queued item, within the run's budget."""
     queue = ledger.queued(ctx.conn)
     ctx.report.items_queued = len(queue)
+    if not queue:
+        return
+    adopted = adopt_archived(ctx, wallet.address, queue)
+    queue = [item for item in queue if item.sha256 not in adopted]
     if not queue:
         return
     plans = plan_bundles(queue, ctx.settings.max_bundle_bytes)
@@ -230,12 +274,20 @@ def archive_queued(ctx: Context, wallet: Wallet) -> None:
         )
         ctx.report.items_signed += len(signed)
         crashpoint("signed")
-        ctx.gateway.post_transaction(tx, data)
+        chunked = len(data) > ctx.settings.chunked_above_bytes
+        ctx.gateway.post_transaction(tx, data, chunked)
         crashpoint("sent")
         ledger.mark_posted(ctx.conn, tx["id"], ctx.gateway.height())
         crashpoint("posted")
         spent += price
         ctx.report.items_posted += len(signed)
         ctx.report.pay(
-            BundleRecord(tx_id=tx["id"], items=len(signed), bytes=len(data), winston=price, mode="gateway")
+            BundleRecord(
+                tx_id=tx["id"],
+                items=len(signed),
+                bytes=len(data),
+                winston=price,
+                mode="gateway",
+                chunks=len(chunk_proofs(data)) if chunked else 0,
+            )
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tasks.archive.ans104 import b64url
+from tasks.archive.ans104 import b64url, chunk_proofs
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,39 @@ class Gateway:
         response.raise_for_status()
         return int(response.json()["height"])
 
-    def post_transaction(self, tx: dict[str, Any], data: bytes) -> None:
-        """Post a signed transaction with its data inline; a repeat of a known id is not an error."""
-        body = {**tx, "data": b64url(data)}
+    def post_transaction(self, tx: dict[str, Any], data: bytes, chunked: bool = False) -> None:
+        """Post a signed transaction with its data inline, or (`chunked`) its header alone and then
+        every chunk with its Merkle proof (`POST /chunk`); a repeat of a known id is not an error."""
+        body = {**tx, "data": "" if chunked else b64url(data)}
+        self._post_tx(tx, body)
+        if chunked:
+            self.post_chunks(tx, data)
+
+    def post_chunks(self, tx: dict[str, Any], data: bytes) -> int:
+        """Upload the data of a posted transaction header chunk by chunk, in order; returns the count.
+        (arlocal checks no proof and cannot take a chunk twice; a real gateway checks each proof.)"""
+        chunks = chunk_proofs(data)
+        for chunk in chunks:
+            response = self.http.post(
+                "/chunk",
+                json={
+                    "data_root": tx["data_root"],
+                    "data_size": tx["data_size"],
+                    "data_path": b64url(chunk.data_path),
+                    "offset": str(chunk.offset),
+                    "chunk": b64url(data[chunk.start : chunk.end]),
+                },
+            )
+            if response.status_code not in (200, 208):
+                response.raise_for_status()
+                raise httpx.HTTPStatusError(
+                    f"gateway refused chunk {chunk.offset} of {tx['id']}: {response.status_code}",
+                    request=response.request,
+                    response=response,
+                )
+        return len(chunks)
+
+    def _post_tx(self, tx: dict[str, Any], body: dict[str, Any]) -> None:
         response = self.http.post("/tx", json=body)
         if response.status_code in (200, 202, 208):
             return
@@ -96,6 +126,42 @@ class Gateway:
             return None
         response.raise_for_status()
         return response.content
+
+    FOUND_FIELDS = (
+        "id signature anchor recipient owner { key address } tags { name value } block { height } "
+        "bundledIn { id }"
+    )
+
+    def find_by_tag(self, tag: str, values: list[str], owner: str | None = None) -> list[dict[str, Any]]:
+        """Every transaction or data item carrying `tag` with one of `values` (signed by `owner`, when
+        given), as GraphQL nodes with what rebuilding a data item needs: id, signature, anchor,
+        recipient, owner key, tags in order, block height and the bundle (where the gateway knows it:
+        arlocal leaves `bundledIn` null)."""
+        query = (
+            "query($tags: [TagFilter!], $owners: [String!], $after: String) "
+            "{ transactions(tags: $tags, owners: $owners, first: 100, after: $after) "
+            f"{{ pageInfo {{ hasNextPage }} edges {{ cursor node {{ {self.FOUND_FIELDS} }} }} }} }}"
+        )
+        nodes: list[dict[str, Any]] = []
+        for start in range(0, len(values), 50):
+            after = None
+            while True:
+                variables = {
+                    "tags": [{"name": tag, "values": values[start : start + 50]}],
+                    "owners": [owner] if owner else None,
+                    "after": after,
+                }
+                response = self.http.post("/graphql", json={"query": query, "variables": variables})
+                response.raise_for_status()
+                body = response.json()
+                if body.get("errors"):
+                    raise RuntimeError(f"GraphQL: {str(body['errors'])[:300]}")
+                page = body["data"]["transactions"]
+                nodes += [edge["node"] for edge in page["edges"]]
+                if not page["edges"] or not page["pageInfo"]["hasNextPage"]:
+                    break
+                after = page["edges"][-1]["cursor"]
+        return nodes
 
     def graphql_ids(self, tag: str, values: list[str]) -> set[str]:
         """Ids of transactions/items carrying `tag` with one of `values` (GraphQL)."""

@@ -194,6 +194,22 @@ def write_ahead(conn: Any, bundle: Bundle, data: bytes, members: Sequence[tuple[
                 raise RuntimeError(f"archive item {sha} is no longer queued: another run signed it")
 
 
+def adopt(conn: Any, found: Sequence[tuple[str, str, str | None]]) -> int:
+    """Queued items found already archived (sha256, item id, bundle id or None): `confirmed` with that
+    id, nothing paid by this ledger. Returns how many were adopted."""
+    n = 0
+    with conn.transaction():
+        for sha, item_id, bundle_id in found:
+            cur = conn.execute(
+                "update archive_items set status = 'confirmed', item_id = %s, bundle_id = %s, winston = 0,"
+                " confirmed_at = now(), updated_at = now(), error = null"
+                " where sha256 = %s and status = 'queued'",
+                (item_id, bundle_id, sha),
+            )
+            n += cur.rowcount
+    return n
+
+
 def live_bundles(conn: Any) -> list[Bundle]:
     """Bundles signed or posted and not yet confirmed (with their bytes, to post again if needed)."""
     rows = conn.execute(

@@ -19,6 +19,7 @@ class BundleRecord(BaseModel):
     bytes: int
     winston: int
     mode: str
+    chunks: int = Field(default=0, description="chunks uploaded by POST /chunk (0: the data went inline)")
 
 
 class Finding(BaseModel):
@@ -48,6 +49,10 @@ class ArchiveReport(DutyReport):
     budget_capped: bool = False
     pending: list[Finding] = Field(default_factory=list, description="posted, not yet confirmed")
     reposted: list[Finding] = Field(default_factory=list, description="dropped by the gateway, re-queued")
+    found_by_tag: list[Finding] = Field(
+        default_factory=list,
+        description="queued, but on the gateway already (GraphQL Content-SHA256, our wallet): not paid again",
+    )
     corrupt: list[Finding] = Field(default_factory=list)
     missing: list[Finding] = Field(default_factory=list)
     repaired: list[Finding] = Field(default_factory=list)
@@ -82,6 +87,7 @@ class ArchiveReport(DutyReport):
             ("ipfs_missing", self.ipfs.missing),
             ("pending", self.pending),
             ("reposted", self.reposted),
+            ("found_by_tag", self.found_by_tag),
             ("repaired", self.repaired),
         ):
             rows += [
@@ -104,7 +110,8 @@ def render_markdown(report: ArchiveReport, settings: Settings) -> str:
         f"queued {report.items_queued} · signed {report.items_signed} · posted {report.items_posted} · "
         f"confirmed {report.items_confirmed} · verified {report.items_verified} · deduplicated "
         f"{report.deduplicated} · paid {report.winston_paid} winston ({report.ar_paid:.6f} AR) in "
-        f"{len(report.bundles)} bundle(s)",
+        f"{len(report.bundles)} bundle(s)"
+        + (f" · found already archived by tag {len(report.found_by_tag)}" if report.found_by_tag else ""),
         f"IPFS: pinned {report.ipfs.pinned}, verified {report.ipfs.verified}, "
         f"missing {len(report.ipfs.missing)}",
     ]

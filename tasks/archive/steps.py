@@ -137,6 +137,7 @@ def archive(settings: Settings, report: ArchiveReport, dry_run: bool) -> None:
         report.pay(bundle)
     report.pending += part.pending
     report.reposted += part.reposted
+    report.found_by_tag += part.found_by_tag
     report.budget_capped = report.budget_capped or part.budget_capped
     for problem in part.problems:
         report.problem(problem)

@@ -452,3 +452,51 @@ def test_postgres_batches_never_split_rows_sharing_a_watermark_value(archive_env
         assert got[1][1].startswith("2026-01-02")
         after = list(postgres_batches(conn, query, "updated_at", got[0][1], batch=2))
         assert [[c.key for c in found] for found, _ in after] == [["d"]]
+
+
+def test_a_ledger_that_lost_the_record_finds_the_item_by_tag_and_pays_nothing(
+    archive_env: dict[str, str],
+) -> None:
+    settings = load_settings()
+    queue(settings, ("lost/record.json", b'{"lost": "' + uuid.uuid4().hex.encode() + b'"}'))
+    first = run_flow()
+    assert first.items_posted == 1
+    assert until_settled(settings)["verified"] == 1
+    with ledger_conn(settings) as conn:
+        (item_id,) = conn.execute("select item_id from archive_items").fetchone()
+        # as if the process died between posting and recording: the ledger has no id, no bundle
+        conn.execute(
+            "update archive_items set status = 'queued', item_id = null, bundle_id = null, winston = 0"
+        )
+        conn.execute("delete from archive_bundles")
+    before = balance(settings)
+
+    again = run_flow()
+    assert again.items_signed == 0 and again.winston_paid == 0 and again.bundles == [], again.problems
+    assert [f.key for f in again.found_by_tag] == ["lost/record.json"]
+    assert again.items_verified == 1 and again.ok, again.problems  # verified by tag (arlocal: no bundledIn)
+    assert balance(settings) == before
+    with ledger_conn(settings) as conn:
+        assert conn.execute("select item_id, status from archive_items").fetchone() == (item_id, "verified")
+    assert bundles(settings) == []
+
+
+def test_a_bundle_above_the_threshold_is_uploaded_by_chunks(
+    archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__CHUNKED_ABOVE_BYTES", str(256 * 1024))
+    settings = load_settings()
+    token = uuid.uuid4().hex.encode()
+    bodies = {f"media/{i}.bin": (token + bytes([i])) * (12_000 + 5_000 * i) for i in range(3)}  # ~1.3 MB
+    queue(settings, *bodies.items())
+    before = balance(settings)
+    report = run_flow()
+    (bundle,) = report.bundles
+    assert bundle.bytes > 256 * 1024 and bundle.chunks == -(-bundle.bytes // (256 * 1024)), bundle
+    assert balance(settings) == before - bundle.winston
+    # arlocal assembled the bundle from the chunks, unbundled it, and serves each item: verified on our side
+    assert until_settled(settings)["verified"] == 3
+    with ledger_conn(settings) as conn:
+        ids = dict(conn.execute("select first_key, item_id from archive_items").fetchall())
+    for key, body in bodies.items():
+        assert httpx.get(f"{settings.archive.gateway_url}/{ids[key]}", timeout=30).content == body

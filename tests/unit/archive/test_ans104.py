@@ -17,6 +17,7 @@ from tasks.archive.ans104 import (
     Wallet,
     b64url,
     bundle_items,
+    chunk_proofs,
     create_data_item,
     data_root,
     decode_tags,
@@ -118,3 +119,36 @@ def test_a_changed_transaction_does_not_verify(wallet: Wallet) -> None:
     tx = sign_transaction(wallet, b"bundle", reward=10, last_tx=b64url(b"\x02" * 48))
     assert not verify_transaction({**tx, "reward": "11"}, b"bundle")
     assert not verify_transaction(tx, b"bundlf")
+
+
+@needs_node
+@pytest.mark.parametrize("size", [1, 256 * 1024, 256 * 1024 + 1, 256 * 1024 + 40_000, 1_300_000, 2_700_001])
+def test_chunks_and_proofs_match_arweave_js(wallet: Wallet, size: int) -> None:
+    """Our chunking and Merkle proofs (what `POST /chunk` sends) byte for byte against arweave-js's
+    `prepareChunks` + `getChunk`, and each of our proofs accepted by its `validatePath`."""
+    data = hashlib.sha256(str(size).encode()).digest() * (size // 32) + b"x" * (size % 32)
+    ours = chunk_proofs(data)
+    mine = [
+        {
+            "data_root": b64url(data_root(data)),
+            "data_size": str(len(data)),
+            "data_path": b64url(c.data_path),
+            "offset": str(c.offset),
+            "chunk": b64url(data[c.start : c.end]),
+        }
+        for c in ours
+    ]
+    said = node({"chunks": {"data": data.hex(), "owner": b64url(wallet.owner), "ours": mine}})
+    assert said["chunks"] == mine
+    assert [v[3] if v else None for v in said["valid"]] == [c.end - c.start for c in ours]
+    assert ours[0].start == 0 and ours[-1].end == len(data)
+
+
+def test_a_proof_of_another_chunk_does_not_validate() -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB: four chunks
+    chunks = chunk_proofs(data)
+    assert len(chunks) == 4 and len({c.data_path for c in chunks}) == 4
+    # each proof ends with its leaf: the chunk's hash and its end offset
+    for c in chunks:
+        assert c.data_path[-64:-32] == hashlib.sha256(data[c.start : c.end]).digest()
+        assert int.from_bytes(c.data_path[-32:], "big") == c.end

@@ -11,7 +11,14 @@ import pytest
 
 from scaleops.core.settings import ArchiveSettings, ConfigError, load_settings
 from tasks.archive import archiver, ledger
-from tasks.archive.ans104 import Wallet, generate_jwk, unbundle, verify_transaction, wallet_from_jwk
+from tasks.archive.ans104 import (
+    Wallet,
+    b64url,
+    generate_jwk,
+    unbundle,
+    verify_transaction,
+    wallet_from_jwk,
+)
 from tasks.archive.archiver import (
     BudgetError,
     Context,
@@ -23,7 +30,7 @@ from tasks.archive.archiver import (
 from tasks.archive.gateway import TxStatus
 from tasks.archive.ledger import Item, NewContent
 from tasks.archive.report import ArchiveReport
-from tasks.archive.verify import Verdicts, check_bundle
+from tasks.archive.verify import Verdicts, check_bundle, verify_items
 
 PRICE_PER_BYTE = 10
 
@@ -40,6 +47,8 @@ class FakeGateway:
         self.mined: dict[str, int] = {}
         self.current = 100
         self.log: list[str] = []
+        self.nodes: list[dict[str, Any]] = []  # what GraphQL finds
+        self.served: dict[str, bytes] = {}  # GET /{id}
 
     def price(self, size: int) -> int:
         return size * PRICE_PER_BYTE
@@ -53,12 +62,24 @@ class FakeGateway:
     def height(self) -> int:
         return self.current
 
-    def post_transaction(self, tx: dict[str, Any], data: bytes) -> None:
+    def post_transaction(self, tx: dict[str, Any], data: bytes, chunked: bool = False) -> None:
         assert verify_transaction(tx, data)
-        self.log.append(f"post {tx['id']}")
+        self.log.append(f"post {tx['id']}" + (" chunked" if chunked else ""))
         if tx["id"] not in self.txs:
             self.txs[tx["id"]] = tx
             self.balance_ -= int(tx["reward"])
+
+    def find_by_tag(self, tag: str, values: list[str], owner: str | None = None) -> list[dict[str, Any]]:
+        self.log.append("graphql")
+        return [
+            n
+            for n in self.nodes
+            if any(t["name"] == tag and t["value"] in values for t in n["tags"])
+            and (owner is None or n["owner"]["address"] == owner)
+        ]
+
+    def data(self, tx_or_item_id: str) -> bytes | None:
+        return self.served.get(tx_or_item_id)
 
     def status(self, tx_id: str) -> TxStatus:
         if tx_id not in self.txs:
@@ -330,3 +351,105 @@ def test_the_wallet_private_parts_are_secrets(monkeypatch: pytest.MonkeyPatch) -
     secrets = load_settings().secrets()
     assert all(jwk[k] in secrets for k in ("d", "p", "q", "dp", "dq", "qi"))
     assert jwk["n"] not in secrets  # the public modulus is no secret
+
+
+def graphql_node(wallet: Wallet, item: Any, data: bytes, height: int | None) -> dict[str, Any]:
+    """What a gateway's GraphQL says about a data item (arlocal: no bundledIn)."""
+    return {
+        "id": item.id,
+        "signature": b64url(item.signature),
+        "anchor": "",
+        "recipient": "",
+        "owner": {"key": b64url(wallet.owner), "address": wallet.address},
+        "tags": [{"name": n, "value": v} for n, v in item.tags],
+        "block": {"height": height} if height is not None else None,
+        "bundledIn": None,
+    }
+
+
+@pytest.mark.parametrize("height", [90, 100, None])
+def test_queued_content_already_on_the_gateway_is_found_by_tag_and_never_paid_again(
+    world: tuple[FakeGateway, FakeLedger], wallet: Wallet, monkeypatch: pytest.MonkeyPatch, height: int | None
+) -> None:
+    gw, fake = world
+    adopted: list[Any] = []
+
+    def adopt(conn: Any, found: list[Any]) -> int:
+        adopted.extend(found)
+        return len(found)
+
+    monkeypatch.setattr(archiver.ledger, "adopt", adopt)
+    kept, new = contents(2)
+    fake.add(kept, new)
+    # the ledger lost the record of `kept` (say, a crash between posting and recording it)
+    posted = archiver.create_data_item(
+        wallet, kept.body or b"", archiver.item_tags(fake.items[kept.sha256], "scaleops")
+    )
+    gw.nodes.append(graphql_node(wallet, posted, kept.body or b"", height))
+    gw.served[posted.id] = kept.body or b""
+    ctx = context(gw)  # 2 confirmations; the chain is at 100
+    archive_queued(ctx, wallet)
+    assert gw.log[0] == "graphql"  # looked up before anything is signed
+    assert ctx.report.items_signed == 1 and len(gw.txs) == 1  # only `new`
+    assert [f.key for f in ctx.report.found_by_tag] == ["key-0"]
+    if height == 90:  # 11 confirmations: recorded as confirmed with the id found
+        assert adopted == [(kept.sha256, posted.id, None)] and ctx.report.items_confirmed == 1
+    else:  # pending or too shallow: neither recorded nor signed again this run
+        assert adopted == [] and [f.key for f in ctx.report.pending] == ["key-0"]
+    assert fake.items[kept.sha256].status == "queued"  # (the fake ledger does not adopt)
+
+
+def test_a_forged_or_foreign_item_found_by_tag_is_not_adopted(
+    world: tuple[FakeGateway, FakeLedger], wallet: Wallet
+) -> None:
+    gw, fake = world
+    (c,) = contents(1)
+    fake.add(c)
+    tags = archiver.item_tags(fake.items[c.sha256], "scaleops")
+    other = wallet_from_jwk(generate_jwk())
+    forged = archiver.create_data_item(wallet, c.body or b"", tags)
+    node = graphql_node(wallet, forged, c.body or b"", 1)
+    node["tags"] = [*node["tags"], {"name": "Extra", "value": "x"}]  # the signature no longer covers it
+    foreign = archiver.create_data_item(other, c.body or b"", tags)  # the same bytes, someone else's
+    gw.nodes += [node, graphql_node(other, foreign, c.body or b"", 1)]
+    gw.served.update({forged.id: c.body or b"", foreign.id: c.body or b""})
+    ctx = context(gw)
+    archive_queued(ctx, wallet)
+    assert ctx.report.found_by_tag == [] and ctx.report.items_signed == 1
+
+
+def test_verify_by_tag_checks_the_rebuilt_item(wallet: Wallet) -> None:
+    gw = FakeGateway()
+    good, bad, gone = contents(3)
+    items = []
+    for c in (good, bad, gone):
+        tags = archiver.item_tags(
+            Item(c.sha256, c.size, c.content_type, c.key, [c.key], "queued"), "scaleops"
+        )
+        d = archiver.create_data_item(wallet, c.body or b"", tags)
+        gw.nodes.append(graphql_node(wallet, d, c.body or b"", 1))
+        gw.served[d.id] = c.body or b""
+        items.append(Item(c.sha256, c.size, c.content_type, c.key, [c.key], "confirmed", item_id=d.id))
+    gw.served[items[1].item_id or ""] = b"other bytes"
+    gw.nodes = gw.nodes[:2]  # GraphQL no longer finds the third
+    verdicts = verify_items(gw, items)  # type: ignore[arg-type]
+    assert [i.first_key for i in verdicts.verified] == ["key-0"]
+    assert [(i.first_key, "other bytes" in why) for i, why in verdicts.corrupt] == [("key-1", True)]
+    assert [(i.first_key, "GraphQL finds no item" in why) for i, why in verdicts.missing] == [("key-2", True)]
+
+
+def test_a_bundle_above_the_threshold_goes_by_chunks(
+    world: tuple[FakeGateway, FakeLedger], wallet: Wallet
+) -> None:
+    gw, fake = world
+    fake.add(*contents(3, size=200 * 1024))  # one bundle of ~600 KiB
+    ctx = context(gw, chunked_above_bytes=512 * 1024)
+    archive_queued(ctx, wallet)
+    (bundle,) = ctx.report.bundles
+    assert bundle.bytes > 512 * 1024 and bundle.chunks == 3  # 256 KiB chunks, the last two balanced
+    assert [line for line in gw.log if line.startswith("post")] == [f"post {bundle.tx_id} chunked"]
+
+    fake.add(*contents(1, size=1000))
+    small = context(gw, chunked_above_bytes=512 * 1024)
+    archive_queued(small, wallet)
+    assert small.report.bundles[0].chunks == 0 and not gw.log[-1].endswith("chunked")

@@ -32,5 +32,20 @@ process.stdin.on('end', async () => {
       out.data_root = t2.data_root;
     }
   }
+  if (req.chunks) {
+    // arweave-js's own chunks and proofs of the data, and its verdict on the proofs we made
+    const { validatePath } = require('arweave/node/lib/merkle');
+    const data = Buffer.from(req.chunks.data, 'hex');
+    const arweave = Arweave.init({});
+    const tx = await arweave.createTransaction({ data, last_tx: '', reward: '0', owner: req.chunks.owner });
+    await tx.prepareChunks(data);
+    out.chunks = tx.chunks.chunks.map((_, i) => tx.getChunk(i, data));
+    const root = Arweave.utils.b64UrlToBuffer(tx.data_root);
+    out.valid = [];
+    for (const ours of req.chunks.ours) {
+      const got = await validatePath(root, +ours.offset, 0, data.length, Arweave.utils.b64UrlToBuffer(ours.data_path));
+      out.valid.push(got ? [got.offset, got.leftBound, got.rightBound, got.chunkSize] : false);
+    }
+  }
   process.stdout.write(JSON.stringify(out));
 });
