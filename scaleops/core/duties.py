@@ -36,12 +36,12 @@ from scaleops.core.endpoints import unreachable
 from scaleops.core.redaction import protect, redacting
 from scaleops.core.reporting import (
     DutyReport,
-    alert_markdown,
     failure_hook,
     final_state,
     publish_report,
     run_logger,
     state_message,
+    with_alerts,
 )
 from scaleops.core.settings import Settings, load_settings
 
@@ -230,7 +230,7 @@ def duty(
                 outcome="failed" if result.failed_steps else result.outcome(),
                 resource_id=result.resource_id(settings),
                 resource_labels=result.resource_labels(),
-                markdown=result.markdown(settings) + alert_markdown(result),
+                markdown=with_alerts(result.markdown(settings), result),
                 table=result.table(),
                 redactor=redactor,
             )

@@ -220,7 +220,7 @@ def alert_markdown(report: DutyReport) -> str:
     window (empty for a scheduled, manual or backfilled run)."""
     if not report.triggered_by:
         return ""
-    lines = ["", "## Started by", _alert_line(report.triggered_by)]
+    lines = ["## Started by", _alert_line(report.triggered_by)]
     window = report.triggered_by.get("window") or {}
     if report.coalesced_alerts:
         lines += [
@@ -230,8 +230,19 @@ def alert_markdown(report: DutyReport) -> str:
             *[_alert_line(a) for a in report.coalesced_alerts],
         ]
     elif window:
-        lines.append(f"(no other alert for it so far; its window closes {window.get('closes_at', '?')})")
+        lines += ["", f"(no other alert for it so far; its window closes {window.get('closes_at', '?')})"]
     return "\n".join(lines)
+
+
+def with_alerts(markdown: str, report: DutyReport) -> str:
+    """The duty's markdown with "Started by" under its title (what an on-call engineer asks first)."""
+    section = alert_markdown(report)
+    if not section:
+        return markdown
+    title, newline, rest = markdown.partition("\n")
+    if not title.startswith("# "):
+        return f"{section}\n\n{markdown}"
+    return f"{title}\n\n{section}\n{newline}{rest.lstrip(chr(10))}"
 
 
 def default_markdown(report: DutyReport, title: str | None = None) -> str:

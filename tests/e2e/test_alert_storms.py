@@ -116,9 +116,18 @@ def test_an_alert_storm_starts_one_run_that_names_every_alert(deployed: dict[str
         a["labels"]["instance"] for a in lag
     }
     assert report["databases"][0] == "scaleops_sample"  # checked first
-    markdown = httpx.get(f"{api}/artifacts/scaleops-backup-verification-report/latest", timeout=10).json()
-    if run["id"] == markdown["flow_run_id"]:  # (another backup run may have published since)
-        assert "## Started by" in markdown["data"] and "3 more alert(s)" in markdown["data"]
+    (artifact,) = httpx.post(
+        f"{api}/artifacts/filter",
+        json={
+            "artifacts": {"key": {"any_": ["scaleops-backup-verification-report"]}},
+            "flow_runs": {"id": {"any_": [run["id"]]}},
+        },
+        timeout=10,
+    ).json()
+    markdown = artifact["data"]
+    assert markdown.startswith("# ") and markdown.splitlines()[2] == "## Started by"  # under the title
+    assert "`BackupMissing` database=scaleops_sample" in markdown and "3 more alert(s)" in markdown
+    assert all(a["labels"]["instance"] in markdown for a in lag)
 
 
 def test_a_resolved_alert_starts_nothing(deployed: dict[str, str]) -> None:

@@ -4,7 +4,7 @@ bridge attached to its window, and nothing for a run no alert started."""
 from __future__ import annotations
 
 from scaleops.core.duties import alert_context, coalesced_alerts
-from scaleops.core.reporting import DutyReport, alert_markdown
+from scaleops.core.reporting import DutyReport, alert_markdown, with_alerts
 
 WINDOW = {
     "id": "7d0f5a9e-0000-4000-8000-000000000001",
@@ -44,6 +44,15 @@ def test_started_by_lists_the_alert_and_the_attached_ones() -> None:
     assert all(f"instance=pg-{i}:9187" in text for i in range(3))
     alone = alert_markdown(DutyReport(duty="backup-verification", triggered_by=alert_context(LEAD)))
     assert "no other alert for it so far" in alone
+
+
+def test_started_by_comes_right_under_the_title() -> None:
+    report = DutyReport(duty="backup-verification", triggered_by=alert_context(LEAD))
+    text = with_alerts("# Backup verification: ok\n\nas of now\n\n## Backups taken\n", report)
+    lines = text.splitlines()
+    assert lines[0] == "# Backup verification: ok" and lines[2] == "## Started by"
+    assert text.index("## Started by") < text.index("as of now") < text.index("## Backups taken")
+    assert with_alerts("# Title\n", DutyReport(duty="preflight")) == "# Title\n"  # no alert, unchanged
 
 
 def test_a_run_no_alert_started_says_nothing_about_alerts() -> None:
