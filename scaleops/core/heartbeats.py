@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 EXPECTED_PARAMETERS = ["engine", "join_on_exit"]
+replaced: Any = None  # Prefect's own function, once install() replaced it
 
 
 @contextlib.contextmanager
@@ -68,10 +69,12 @@ def install() -> bool:
     function is not the one this was written against."""
     import prefect.flow_engine as engine
 
+    global replaced
     current = getattr(engine, "_send_heartbeats", None)
     if current is send_heartbeats:
         return True
     if current is None or list(inspect.signature(current).parameters) != EXPECTED_PARAMETERS:
         return False
+    replaced = current
     engine._send_heartbeats = send_heartbeats
     return True

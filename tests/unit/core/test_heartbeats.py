@@ -74,11 +74,13 @@ def test_no_heartbeats_when_they_are_switched_off_nor_once_the_run_is_final() ->
 def test_installed_over_the_prefect_function_it_was_written_for() -> None:
     import prefect.flow_engine as engine
 
-    original = engine._send_heartbeats
+    original = heartbeats.replaced or engine._send_heartbeats
     assert list(inspect.signature(original).parameters) == heartbeats.EXPECTED_PARAMETERS
     try:
+        engine._send_heartbeats = original
         assert heartbeats.install()
         assert engine._send_heartbeats is heartbeats.send_heartbeats
+        assert heartbeats.replaced is original
         # the engine calls it by its module-level name, which is what install() replaces
         assert "_send_heartbeats(self" in inspect.getsource(engine.FlowRunEngine)
     finally:
@@ -93,3 +95,15 @@ def test_prefect_function_of_another_shape_is_left_alone(monkeypatch: pytest.Mon
     monkeypatch.setattr(engine, "_send_heartbeats", other)
     assert heartbeats.install() is False
     assert engine._send_heartbeats is other
+
+
+def test_every_duty_runs_with_these_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect.flow_engine as engine
+
+    from scaleops.core.duties import duty
+    from scaleops.core.reporting import DutyReport
+
+    monkeypatch.setattr(engine, "_send_heartbeats", heartbeats.replaced or engine._send_heartbeats)
+    assert engine._send_heartbeats is not heartbeats.send_heartbeats
+    duty("heartbeat-test", namespace="test", report=DutyReport, summary="declaring a duty installs them")
+    assert engine._send_heartbeats is heartbeats.send_heartbeats
