@@ -258,6 +258,18 @@ def default_markdown(report: DutyReport, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def with_failed_steps(markdown: str, report: DutyReport) -> str:
+    """The artifact says first what could not be checked (the duty's own rendering may not list its
+    failed steps: a run whose system did not answer has nothing else to show)."""
+    if not report.failed_steps:
+        return markdown
+    section = ["## Could not check", "", *[f"- {step}" for step in report.failed_steps], ""]
+    title, sep, rest = markdown.partition("\n")
+    if title.startswith("# "):
+        return "\n".join([title, "", *section]) + sep + rest
+    return "\n".join(section) + "\n" + markdown
+
+
 def publish_report(
     report: DutyReport,
     *,
@@ -280,7 +292,9 @@ def publish_report(
     description = f"scaleops {report.duty}: {report.status.replace('problems', 'problems found')}"
     key = artifact_key(report.duty)
     create_markdown_artifact(
-        markdown=redactor.text(markdown or default_markdown(report)), key=key, description=description
+        markdown=redactor.text(with_failed_steps(markdown or default_markdown(report), report)),
+        key=key,
+        description=description,
     )
     table_key = None
     if table:

@@ -298,3 +298,17 @@ def test_an_explorer_url_that_is_not_http_is_refused_naming_the_variable(
         load_settings()
     monkeypatch.setenv("SCALEOPS_CHAINS__OPTIMISM__EXPLORER_URL", "https://optimistic.etherscan.io")
     assert load_settings().chains["optimism"].explorer_url == "https://optimistic.etherscan.io"
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_an_artifact_says_first_what_could_not_be_checked(name: str) -> None:
+    from scaleops.core.reporting import with_failed_steps
+
+    report = REPORTS[name]()
+    report.duty = name
+    report.step_failed("SCALEOPS_REDIS__URL: connection refused at redis://127.0.0.1:1")
+    text = with_failed_steps(report.markdown(settings()), report)
+    lines = text.splitlines()
+    assert lines[0].startswith("# ")
+    assert lines[2] == "## Could not check"
+    assert lines[4] == "- SCALEOPS_REDIS__URL: connection refused at redis://127.0.0.1:1"
