@@ -306,8 +306,10 @@ def in_window(event: dict[str, Any], window: Window) -> dict[str, Any]:
 
 
 def default_prefect_file() -> Path:
-    """The project's prefect.yaml, beside the scaleops package (the checkout; /opt/scaleops in the image)."""
-    return Path(__file__).resolve().parents[2] / "prefect.yaml"
+    """The project's prefect.yaml: beside the scaleops package in a checkout, else in the working
+    directory (the image installs the package into its virtualenv and works in /opt/scaleops)."""
+    beside = Path(__file__).resolve().parents[2] / "prefect.yaml"
+    return beside if beside.is_file() else Path.cwd() / "prefect.yaml"
 
 
 def duty_routes(prefect_file: Path) -> dict[str, str]:
