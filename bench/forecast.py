@@ -264,9 +264,13 @@ def synthetic_run(count: int, workers: int) -> str:
             SeriesData(f"s{i}", timestamps=t[keep].tolist(), values=v[keep].tolist(), step_seconds=3600)
         )
     import datetime as dt
+    import os
+    import resource
 
     settings = CapacitySettings(workers=workers)
+    load = os.getloadavg()[0]
     started, cpu = time.perf_counter(), time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     results, _ = validate_and_forecast(
         specs,
         fetched,
@@ -276,10 +280,15 @@ def synthetic_run(count: int, workers: int) -> str:
         charts=False,
     )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ok = sum(r.status in ("ok", "breach-within-lead-time") for r in results)
     return (
         f"synthetic: {count} hourly series of 28 days, {workers} workers: {ok} forecast, wall {wall:.1f}s "
-        f"({wall / count:.3f}s per series; parent-process CPU {cpu:.1f}s, workers not counted)"
+        f"({wall / count:.3f}s per series) at load {load:.1f}; CPU: flow process {cpu:.1f}s, workers "
+        f"{workers_cpu:.1f}s ({(cpu + workers_cpu) / count:.3f}s per series); peak RSS: flow process "
+        f"{parent_peak:.0f} MB, largest worker {after.ru_maxrss / 1024:.0f} MB"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -147,43 +148,51 @@ def validate_and_forecast(
     many), date their breaches and recommend; returns one result per spec and a chart per series."""
     log = run_logger()
     results: list[SeriesResult] = []
-    jobs: list[dict[str, Any]] = []
     pending: list[tuple[SeriesResult, SeriesSettings, Validated, float, Repaired | None]] = []
-    for spec, data in zip(specs, fetched, strict=True):
-        result = SeriesResult(name=spec.name, source=spec.source, unit=spec.unit, threshold=spec.threshold)
-        results.append(result)
-        if data.error:
-            result.status, result.failures = "fetch-failed", [REDACTOR.text(data.error)]
-            continue
-        checked, job, step, repaired = analyse_series(
-            data,
-            as_of=as_of.timestamp(),
-            horizon_seconds=horizon_seconds,
-            bounds=spec.bounds,
-            max_staleness_seconds=parse_duration(capacity.max_staleness),
-            max_gap_steps=capacity.max_gap_steps,
-            aggregate=capacity.duplicates,
-            max_fill_seconds=parse_duration(capacity.max_fill),
-            dst=capacity.dst_repair,
-        )
-        result.step_seconds, result.points = step, len(data.values)
-        if repaired is not None:
-            result.repairs = repaired.repairs.as_dict()
-        if job is None:
-            result.status, result.failures = "invalid", checked.failures
-            continue
-        result.notes += checked.notes
-        result.last_value = float(checked.values[-1])
-        jobs.append(job)
-        pending.append((result, spec, checked, step, repaired))
-    log.info("capacity-forecast: %d series valid, forecasting", len(jobs))
-    workers = capacity.workers if len(jobs) >= PARALLEL_FROM else 1
-    forecasts = forecast_many(
-        jobs,
-        workers=workers,
-        progress=lambda done, total: log.info("forecast %d/%d series", done, total),
-        dask_address=capacity.dask_address,
-    )
+
+    def jobs() -> Iterator[dict[str, Any]]:
+        """Repair and validate one series at a time, handing each valid one to the fitting workers at
+        once: this process validates while they fit."""
+        for spec, data in zip(specs, fetched, strict=True):
+            result = SeriesResult(
+                name=spec.name, source=spec.source, unit=spec.unit, threshold=spec.threshold
+            )
+            results.append(result)
+            if data.error:
+                result.status, result.failures = "fetch-failed", [REDACTOR.text(data.error)]
+                continue
+            checked, job, step, repaired = analyse_series(
+                data,
+                as_of=as_of.timestamp(),
+                horizon_seconds=horizon_seconds,
+                bounds=spec.bounds,
+                max_staleness_seconds=parse_duration(capacity.max_staleness),
+                max_gap_steps=capacity.max_gap_steps,
+                aggregate=capacity.duplicates,
+                max_fill_seconds=parse_duration(capacity.max_fill),
+                dst=capacity.dst_repair,
+            )
+            result.step_seconds, result.points = step, len(data.values)
+            if repaired is not None:
+                result.repairs = repaired.repairs.as_dict()
+            if job is None:
+                result.status, result.failures = "invalid", checked.failures
+                continue
+            result.notes += checked.notes
+            result.last_value = float(checked.values[-1])
+            pending.append((result, spec, checked, step, repaired))
+            yield job
+
+    log.info("capacity-forecast: validating and forecasting %d series", len(specs))
+    workers = capacity.workers if len(specs) >= PARALLEL_FROM else 1
+    every = max(1, len(specs) // 20)  # about 20 progress lines, not one per series
+
+    def progress(done: int, total: int) -> None:
+        if done % every == 0 or done == total:
+            log.info("forecast %d/%d series", done, total)
+
+    forecasts = forecast_many(jobs(), workers=workers, progress=progress, dask_address=capacity.dask_address)
+    log.info("capacity-forecast: %d series valid and forecast", len(pending))
     pictures: dict[str, str] = {}
     for (result, spec, checked, step, repaired), fc in zip(pending, forecasts, strict=True):
         if not isinstance(fc, Forecast):

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -571,7 +571,7 @@ def _forecast_job(job: dict[str, Any]) -> Forecast | str:
 
 
 def forecast_many(
-    jobs: Sequence[dict[str, Any]],
+    jobs: Iterable[dict[str, Any]],
     *,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
@@ -579,33 +579,42 @@ def forecast_many(
 ) -> list[Forecast | str]:
     """`forecast_series(**job)` for every job, in `workers` processes when more than one, or on the
     workers of the Dask cluster at `dask_address` (they need scaleops installed); a job that cannot be
-    forecast yields its error message instead of a Forecast."""
+    forecast yields its error message instead of a Forecast.
+
+    `jobs` may be a generator: with workers, each job is handed to them as soon as it is produced, so
+    the caller's own work per series (repair, validation) overlaps the fits instead of preceding them all
+    (`progress` then counts against the jobs produced so far)."""
     results: list[Forecast | str] = []
-    if dask_address and jobs:
+    if dask_address:
         from distributed import Client
 
+        batch = list(jobs)
+        if not batch:
+            return results
         with Client(dask_address) as client:
-            futures = client.map(_forecast_job, list(jobs), pure=False)
+            futures = client.map(_forecast_job, batch, pure=False)
             for i, future in enumerate(futures):
                 results.append(future.result())
                 if progress:
-                    progress(i + 1, len(jobs))
+                    progress(i + 1, len(batch))
         return results
-    if workers <= 1 or len(jobs) <= 1:
-        for i, job in enumerate(jobs):
+    if workers <= 1 or (isinstance(jobs, Sequence) and len(jobs) <= 1):
+        batch = list(jobs)
+        for i, job in enumerate(batch):
             results.append(_forecast_job(job))
             if progress:
-                progress(i + 1, len(jobs))
+                progress(i + 1, len(batch))
         return results
     import multiprocessing
 
     # spawn, not fork: the caller may run threads (Prefect does), and fork copies their locks
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as executor:
-        for i, result in enumerate(executor.map(_forecast_job, jobs)):
-            results.append(result)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
+        submitted = [executor.submit(_forecast_job, job) for job in jobs]
+        for i, future in enumerate(submitted):
+            results.append(future.result())
             if progress:
-                progress(i + 1, len(jobs))
+                progress(i + 1, len(submitted))
     return results
 
 

@@ -183,7 +183,10 @@ def test_forecast_many_in_worker_processes_matches_in_process() -> None:
         for s in range(3)
     ]
     seen: list[tuple[int, int]] = []
-    parallel = forecast_many(jobs, workers=2, progress=lambda done, total: seen.append((done, total)))
+    # a generator, as the flow passes it: each job goes to the workers as soon as it is produced
+    parallel = forecast_many(
+        (job for job in jobs), workers=2, progress=lambda done, total: seen.append((done, total))
+    )
     serial = forecast_many(jobs, workers=1)
     assert seen[-1] == (3, 3)
     for a, b in zip(parallel, serial, strict=True):
