@@ -55,6 +55,7 @@ def backfill(
         FAILED,
         Backfiller,
         BackfillError,
+        check_params,
         execute,
         parse_tz,
         parse_when,
@@ -63,12 +64,13 @@ def backfill(
     )
     from scaleops.ops.backfill import backfill_id as make_id
 
-    load_cli_settings()
+    settings = load_cli_settings()
     if deployment == "status":
         if not backfill_id:
             err.print("usage: scaleops backfill status BACKFILL_ID")
             raise typer.Exit(EXIT_FAILED)
         with get_client(sync_client=True) as client:
+            _reachable(client, settings.prefect_api_url)
             _status(Backfiller(client), backfill_id, as_json)
         return
     try:
@@ -90,9 +92,11 @@ def backfill(
         raise typer.Exit(EXIT_FAILED) from None
 
     with get_client(sync_client=True) as client:
+        _reachable(client, settings.prefect_api_url)
         backfiller = Backfiller(client)
         try:
             dep = backfiller.deployment(deployment)
+            check_params(dep.parameter_openapi_schema, params, dep.name)
         except BackfillError as exc:
             err.print(f"[red]bad input:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
@@ -160,6 +164,17 @@ def backfill(
             out.print(f"follow it: scaleops backfill status {bid}")
         if wait and failed_partitions:
             raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _reachable(client: Any, url: str | None) -> None:
+    """Exit 2 naming PREFECT_API_URL when the Prefect API does not answer (not a traceback)."""
+    from scaleops.cli.console import fail
+
+    problem = client.api_healthcheck()
+    if problem is not None:
+        where = url or "unset: a temporary local server"
+        reason = " ".join(str(problem).split()) or type(problem).__name__
+        raise fail(f"PREFECT_API_URL ({where}): the Prefect API does not answer ({reason})")
 
 
 def _print_plan(console: Any, bid: str, name: str, items: list[Any]) -> None:

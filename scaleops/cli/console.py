@@ -53,3 +53,18 @@ def load_cli_settings() -> Settings:
         for name, message in exc.problems:
             err.print(f"[red]invalid setting[/red] {name}: {escape(message)}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def connect_postgres(settings: Settings, **kwargs: Any) -> Any:
+    """`postgres_connect`, or exit 2 naming SCALEOPS_POSTGRES__DSN when the database does not answer
+    (one line, secrets masked, no traceback)."""
+    import psycopg
+
+    from scaleops.core.clients import postgres_connect
+    from scaleops.core.redaction import Redactor
+
+    try:
+        return postgres_connect(settings, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = " ".join(Redactor(settings.secrets()).text(str(exc)).split())
+        raise fail(f"SCALEOPS_POSTGRES__DSN: cannot connect to PostgreSQL ({reason})") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from scaleops.cli.console import err, load_cli_settings
+from scaleops.cli.console import connect_postgres, err, load_cli_settings
 
 app = typer.Typer(help="The project's PostgreSQL schema (migrations).", no_args_is_help=True)
 
@@ -12,11 +12,10 @@ app = typer.Typer(help="The project's PostgreSQL schema (migrations).", no_args_
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply every schema migration not applied yet (idempotent, safe to run concurrently)."""
-    from scaleops.core.clients import postgres_connect
     from scaleops.core.migrations import migrate
 
     settings = load_cli_settings()
-    with postgres_connect(settings, autocommit=True) as conn:
+    with connect_postgres(settings, autocommit=True) as conn:
         applied = migrate(conn)
     for migration in applied:
         err.print(f"applied {migration.version}: {migration.name}")

@@ -51,6 +51,8 @@ def forecast(
     from tasks.capacity.repair import AGGREGATES, Unusable, min_points_for, repair_series, robust_step
     from tasks.capacity.sources.files import MalformedFile, read_series_csv
 
+    if output.is_dir():
+        raise fail(f"--output {output}: is a directory (give the CSV file to write)")
     if duplicates not in AGGREGATES:
         raise fail(f"--duplicates: {duplicates!r} is not one of {', '.join(AGGREGATES)}")
     try:
@@ -109,8 +111,11 @@ def forecast(
     frame = result.frame(pd.Timestamp(repaired.timestamps[-1], unit="s", tz="UTC"), step)
     out = frame.copy()
     out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(output, index=False, float_format="%.6g")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out.to_csv(output, index=False, float_format="%.6g")
+    except OSError as exc:
+        raise fail(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
     for note in repaired.notes:
         err.print(f"note: {escape(note)}", highlight=False)
     print(f"model: {result.model}")

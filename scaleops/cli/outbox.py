@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scaleops.cli.console import err, fail, out
+from scaleops.cli.console import connect_postgres, err, fail, out
 
 app = typer.Typer(help="The outbox of on-chain operations (duty l2-batch-posting).", no_args_is_help=True)
 
@@ -34,7 +34,6 @@ def add(
 ) -> None:
     """Queue operations; a key that is already queued is left as it is (idempotent)."""
     from scaleops.cli.console import load_cli_settings
-    from scaleops.core.clients import postgres_connect
     from tasks.l2.outbox import (
         NewOp,
         OutboxInputError,
@@ -70,7 +69,7 @@ def add(
             ops = [validate_op(key, kind, parsed)]
     except OutboxInputError as exc:
         raise fail(str(exc)) from None
-    with postgres_connect(settings, autocommit=True) as conn:
+    with connect_postgres(settings, autocommit=True) as conn:
         ensure_schema(conn)
         added, existing = add_operations(conn, chain, ops)
     result = {"chain": chain, "added": added, "already_queued": existing}
@@ -87,14 +86,13 @@ def status(
 ) -> None:
     """Operations per status and the age of the oldest pending one, per chain."""
     from scaleops.cli.console import load_cli_settings
-    from scaleops.core.clients import postgres_connect
     from tasks.l2.outbox import OP_STATUSES, ensure_schema, outbox_status
 
     settings = load_cli_settings()
     if chain is not None:
         chain = chain.lower()
         _check_chain(settings, chain)
-    with postgres_connect(settings, autocommit=True) as conn:
+    with connect_postgres(settings, autocommit=True) as conn:
         ensure_schema(conn)
         result = outbox_status(conn, chain)
     if as_json:

@@ -27,6 +27,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,6 +35,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -344,6 +346,8 @@ class LoggingSettings(Section):
 
 
 ChainKind = Literal["op", "arbitrum", "zksync", "evm", "solana"]
+_EVM_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_EVM_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
 class ChainSettings(Section):
@@ -372,6 +376,24 @@ class ChainSettings(Section):
 
     _rpc = field_validator("rpc_url")(_http_url("RPC URL"))
     _explorer = field_validator("explorer_url")(_http_url("explorer URL"))
+
+    @field_validator("contract", "signer_address")
+    @classmethod
+    def _evm_address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """On EVM chains an address is 0x + 40 hex digits (Solana's are base58, checked by the poster)."""
+        if value is None or info.data.get("kind") == "solana" or _EVM_ADDRESS.fullmatch(value):
+            return value
+        raise ValueError("not an EVM address (expected 0x and 40 hex digits)")
+
+    @field_validator("signer_key")
+    @classmethod
+    def _evm_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """On EVM chains a private key is 32 bytes: 64 hex digits, with or without 0x (never echoed)."""
+        if value is None or info.data.get("kind") == "solana":
+            return value
+        if not _EVM_KEY.fullmatch(value.get_secret_value()):
+            raise ValueError("not an EVM private key (expected 64 hex digits, with or without 0x)")
+        return value
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -622,6 +644,8 @@ class Settings(BaseSettings):
         description="Prefect API (PREFECT_API_URL); unset runs flows on a temporary local server",
     )
 
+    _prefect_api = field_validator("prefect_api_url")(_http_url("Prefect API URL"))
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -765,7 +789,7 @@ def _strings(value: Any) -> list[str]:
 def env_name(loc: tuple[Any, ...]) -> str:
     """('redis', 'url') -> 'SCALEOPS_REDIS__URL' (the name a person sets)."""
     parts = [str(p) for p in loc if not isinstance(p, int)]
-    if parts == ["prefect_api_url"]:
+    if [p.lower() for p in parts] == ["prefect_api_url"]:  # the loc is the alias when given by it
         return "PREFECT_API_URL"
     return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts)
 
@@ -788,5 +812,56 @@ def load_settings(**overrides: Any) -> Settings:
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append((env_name(tuple(err["loc"])), redactor.text(message)))
         raise ConfigError(problems) from None
+    except SettingsError as exc:  # a list/dict/model setting whose value is not JSON
+        raise ConfigError(_unparsable(exc)) from None
     finally:
         _FAILED_INPUT_SECRETS.reset(token)
+
+
+def _unparsable(exc: SettingsError) -> list[tuple[str, str]]:
+    """pydantic-settings refuses a list, dict or model setting whose value is not JSON with an error
+    naming only the top-level section (`error parsing value for field "backup"`): name the variable."""
+    import json
+
+    found = re.search(r'field "(\w+)"', str(exc))
+    prefix = ENV_PREFIX + (found.group(1).upper() if found else "")
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if upper != prefix and not upper.startswith(prefix + NESTED_DELIMITER):
+            continue
+        if not _is_structured(upper.removeprefix(ENV_PREFIX).lower().split(NESTED_DELIMITER)):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as err:
+            reason = getattr(err, "msg", "not JSON")
+            problems.append((upper, f"not valid JSON ({reason}); a list or table is given as JSON"))
+    return problems or [(prefix, "a list or table setting is not valid JSON")]
+
+
+def _is_structured(path: list[str]) -> bool:
+    """Whether the setting at `path` (field names, dict keys) is a list, dict or model (given as JSON)."""
+    annotation: Any = Settings
+    for part in path:
+        annotation = _without_none(annotation)
+        if typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return False
+            annotation = field.annotation
+        else:
+            return False
+    annotation = _without_none(annotation)
+    if typing.get_origin(annotation) in (list, tuple, set, dict):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _without_none(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation

@@ -105,6 +105,28 @@ def _add_calendar(moment: datetime, step: timedelta) -> datetime:
     return naive.replace(tzinfo=moment.tzinfo)
 
 
+def check_params(schema: dict[str, Any] | None, params: dict[str, Any], deployment: str) -> None:
+    """Names the deployment does not take and values its parameter schema refuses fail here, before any
+    run is created: the server accepts them, and then every run crashes on the worker."""
+    if not params:
+        return
+    schema = schema or {}
+    known = set(schema.get("properties") or {})
+    unknown = sorted(set(params) - known)
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise BackfillError(
+            f"--param {', '.join(unknown)}: not a parameter of deployment {deployment} (known: {listed})"
+        )
+    from prefect.utilities.schema_tools import validate
+
+    errors = validate(params, schema, ignore_required=True)
+    if errors:
+        first = errors[0]
+        name = ".".join(str(p) for p in first.path) or next(iter(params))
+        raise BackfillError(f"--param {name}: {first.message} (deployment {deployment}'s parameter schema)")
+
+
 def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

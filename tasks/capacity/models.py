@@ -83,14 +83,23 @@ def parse_duration(text: str | float | int | timedelta) -> float:
     return seconds
 
 
+MAX_HORIZON_STEPS = 200_000  # ~2 years of 5-minute steps; more only allocates (99,999,999,999 wanted 745 GiB)
+
+
 def horizon_steps(horizon: str | int, step_seconds: float) -> int:
-    """A horizon given as a number of steps ('48', 48) or a duration ('6h', '7d') -> steps (>= 1)."""
+    """A horizon given as a number of steps ('48', 48) or a duration ('6h', '7d') -> steps (1 to
+    MAX_HORIZON_STEPS)."""
     if isinstance(horizon, int) or (isinstance(horizon, str) and horizon.strip().isdigit()):
         steps = int(horizon)
     else:
         steps = math.ceil(parse_duration(horizon) / step_seconds)
     if steps < 1:
         raise ValueError(f"horizon {horizon!r} is less than one step")
+    if steps > MAX_HORIZON_STEPS:
+        raise ValueError(
+            f"horizon {horizon!r} is {steps} steps of {step_seconds:g}s; "
+            f"at most {MAX_HORIZON_STEPS} are forecast"
+        )
     return steps
 
 
