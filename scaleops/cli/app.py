@@ -25,6 +25,7 @@ from scaleops.cli.console import (
 )
 
 if TYPE_CHECKING:
+    from scaleops.cli.demo import DemoRun
     from scaleops.core.settings import Settings
 
 app = typer.Typer(
@@ -232,9 +233,12 @@ def run(
 
 
 @app.command("demo")
-def demo() -> None:
-    """Bring the sandbox up and run every duty once against it; print a summary and the Prefect UI."""
-    from scaleops.cli.runner import run_duty
+def demo(
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the runs of each wave")] = 900.0,
+) -> None:
+    """Bring the sandbox up, deploy prefect.yaml to its Prefect server and run every duty once through
+    its deployment (the sandbox's worker runs them); print a summary and the Prefect UI."""
+    from scaleops.cli.demo import run_through_deployments
     from scaleops.core.duties import all_duties
     from scaleops.core.redaction import Redactor
     from scaleops.sandbox.manager import Sandbox, apply_env
@@ -250,34 +254,33 @@ def demo() -> None:
     settings = load_cli_settings()
     redactor = Redactor(settings.secrets())
     err.print("[bold]deploying prefect.yaml[/bold] (schedules, alert triggers, the sandbox worker runs them)")
-    deployed = _deploy_all(sandbox.dir / "logs" / "deploy.log")
-    if not deployed:
-        err.print(f"  [yellow]prefect deploy failed; see {sandbox.dir / 'logs' / 'deploy.log'}[/yellow]")
-    found_problems = False
+    log = sandbox.dir / "logs" / "deploy.log"
+    if not _deploy_all(log):
+        raise fail(f"prefect deploy failed; see {log}")
     queued = _queue_demo_operations(settings)
     if queued:
         err.print(f"queued {queued} demo operations in the outbox for l2-batch-posting to post")
-    table = Table("duty", "result", "seconds", "problems", box=None)
-    worst = EXIT_OK
-    for name in sorted(all_duties(), key=lambda n: n != "preflight"):  # preflight first
-        err.print(f"[bold]running {name}[/bold]")
-        try:
-            report = run_duty(name, {})
-        except Exception as exc:
-            table.add_row(name, "[red]failed[/red]", "-", escape(redactor.text(str(exc))))
+    names = sorted(all_duties())
+    err.print(f"[bold]running {len(names)} deployments[/bold] (preflight first, then the others at once)")
+
+    def done(run: DemoRun) -> None:
+        err.print(f"  {run.duty}: {run.status}", highlight=False)
+
+    runs = run_through_deployments(names, timeout=timeout, on_done=done)
+    labels = {"ok": "[green]ok[/green]", "warnings": "[yellow]warnings[/yellow]"}
+    table = Table("duty", "result", "seconds", "findings", box=None)
+    worst, found_problems = EXIT_OK, False
+    for run in runs:
+        seconds = "-" if run.seconds is None else f"{run.seconds:.1f}"
+        result = labels.get(run.status, f"[red]{run.status}[/red]")
+        table.add_row(run.duty, result, seconds, escape(redactor.text(run.message)))
+        if run.status in ("crashed", "timed-out"):
             worst = EXIT_FAILED
-            continue
-        seconds = (report.finished_at or report.started_at) - report.started_at
-        result = {"ok": "[green]ok[/green]", "warnings": "[yellow]warnings[/yellow]"}.get(
-            report.status, f"[red]{report.status}[/red]"
-        )
-        findings = "; ".join([*report.failed_steps, *report.problems, *report.warnings])
-        table.add_row(name, result, f"{seconds.total_seconds():.1f}", escape(redactor.text(findings)))
-        if report.status != "ok":
+        elif run.status != "ok":
             found_problems = True
     out.print(table)
     ui = status["prefect"]["url"]
-    out.print(f"Prefect UI: {ui}  (flow runs, artifacts and events of this demo are there)")
+    out.print(f"Prefect UI: {ui}  (each deployment's page lists its demo run, tagged 'demo')")
     out.print(f'Use this sandbox from a shell: eval "$({os.path.basename(sys.argv[0])} sandbox env)"')
     if found_problems:
         out.print("A duty that finds problems did its job: its report and artifact say what and where.")
