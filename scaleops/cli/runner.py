@@ -7,6 +7,7 @@ input (settings, duty name, parameters) was bad.
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -59,7 +60,12 @@ def run_duty(name: str, params: dict[str, Any]) -> DutyReport:
         raise BadInput(str(exc.args[0])) from None
     flow = duty.load()
     check_params(flow, name, params)
+    # `scaleops run` runs one flow and exits. What the imports built lives until the exit: frozen, the
+    # cyclic collector never walks it again, during the run nor in the interpreter's final collection
+    # (1.5-3.5 s of every exit here, 0.3-0.5 s with both freezes).
+    gc.freeze()
     state = flow(**params, return_state=True)
+    gc.freeze()  # and what the run leaves for the exit
     report = (
         report_of(state) if state.is_completed() or state.name in (PROBLEMS_FOUND, COULD_NOT_CHECK) else None
     )
