@@ -111,7 +111,8 @@ def _is_connection_error(exc: BaseException) -> bool:
     return any(type(link).__name__ == "OperationalError" for link in _chain(exc))
 
 
-def _what(exc: BaseException) -> str:
+def what_failed(exc: BaseException) -> str:
+    """'connection refused', 'timed out', 'host not found', or the error's first line."""
     text = " ".join(str(link) for link in _chain(exc)).lower()
     if "refused" in text:
         return "connection refused"
@@ -133,4 +134,4 @@ def unreachable(exc: BaseException, settings: Settings) -> str | None:
     if not matches:
         return None
     names = " or ".join(dict.fromkeys(env for env, _ in matches))
-    return f"{names}: {_what(exc)} at {matches[0][1]}"
+    return f"{names}: {what_failed(exc)} at {matches[0][1]}"

@@ -23,6 +23,7 @@ from scaleops.core.clients import (
     s3_bucket,
     s3_client,
 )
+from scaleops.core.endpoints import what_failed
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 
@@ -161,7 +162,7 @@ def check_http(system: str, url: str, path: str, setting: str, timeout: float = 
         try:
             answer = httpx.get(url.rstrip("/") + path, timeout=timeout)
         except httpx.HTTPError as exc:
-            return False, f"{setting}: {type(exc).__name__} at {url}", {}
+            return False, f"{setting}: {what_failed(exc)} at {url}", {}
         if answer.is_success:
             return True, f"HTTP {answer.status_code}", {}
         return False, f"{setting}: HTTP {answer.status_code} from {url}{path}", {}
@@ -180,7 +181,7 @@ def check_chain(settings: Settings, name: str) -> Check:
         try:
             answer = httpx.post(chain.rpc_url, json=body, timeout=chain.rpc_timeout_seconds).json()
         except (httpx.HTTPError, ValueError) as exc:
-            return False, f"{setting}: {type(exc).__name__} at {chain.rpc_url}", {}
+            return False, f"{setting}: {what_failed(exc)} at {chain.rpc_url}", {}
         if "error" in answer or "result" not in answer:
             return False, f"{setting}: {method} answered {str(answer.get('error'))[:200]}", {}
         if chain.kind == "solana":

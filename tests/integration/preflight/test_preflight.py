@@ -86,6 +86,6 @@ def test_a_wrong_chain_endpoint_is_named_by_its_setting(sandbox_env: dict[str, s
     failed = {c["system"]: c["detail"] for c in report["checks"] if not c["ok"]}
     assert list(failed) == ["chain_optimism"], report["checks"]
     assert failed["chain_optimism"].startswith(
-        "SCALEOPS_CHAINS__OPTIMISM__RPC_URL: ConnectError at http://127.0.0.1:"
+        "SCALEOPS_CHAINS__OPTIMISM__RPC_URL: connection refused at http://127.0.0.1:"
     )
     assert {c["system"] for c in report["checks"] if c["ok"]} >= {"chain_arbitrum", "alert_bridge"}
