@@ -8,7 +8,9 @@ it with `/mint`; `env()` exports every SCALEOPS_ARCHIVE__* setting that points a
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,57 @@ class Arlocal(Service):
 
     def details(self) -> dict[str, Any]:
         return {"wallet": self.wallet_address(), "mine_every_ms": MINE_EVERY_MS, "host": LOCAL}
+
+
+class TurboStandin(Service):
+    """A STAND-IN for a Turbo-compatible upload service (scaleops.sandbox.turbo_standin): it verifies
+    each data item's signature, answers with a signed receipt, and posts the items to arlocal in
+    bundles signed with a wallet of its own (funded by /mint). Not Turbo: no real one runs offline."""
+
+    name = "turbo_standin"
+    requires = ("arlocal",)
+    description = "a Turbo-compatible upload STAND-IN: verifies data items, bundles them to arlocal"
+
+    def wallet_jwk(self) -> str:
+        return self.sb.memo("turbo_standin_wallet_jwk", self.sb.secret("turbo_standin_seed"), _new_jwk)
+
+    def wallet_address(self) -> str:
+        return self.sb.memo("turbo_standin_wallet_address", self.wallet_jwk(), _wallet_address)
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        wallet = self.home / "wallet.json"
+        with os.fdopen(os.open(wallet, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(self.wallet_jwk())
+        gateway = Arlocal(self.sb).url()
+        args = [sys.executable, "-m", "scaleops.sandbox.turbo_standin", "--host", LOCAL, "--port"]
+        args += [
+            str(self.port),
+            "--gateway",
+            gateway,
+            "--wallet",
+            str(wallet),
+            "--db",
+            str(self.home / "items.db"),
+        ]
+        spawn(args, cwd=self.home, log=self.log, pidfile=self.pidfiles()[0])
+
+    def probe(self) -> bool:
+        status, body = http_request("GET", f"{self.url()}/info")
+        return status == 200 and b"standIn" in body
+
+    def ready(self) -> None:
+        arlocal = Arlocal(self.sb).url()
+        address = self.wallet_address()
+        status, body = http_request("GET", f"{arlocal}/wallet/{address}/balance")
+        balance = int(body) if status == 200 and body.strip().isdigit() else 0
+        if balance < FUNDING_WINSTON // 2:
+            status, _ = http_request("GET", f"{arlocal}/mint/{address}/{FUNDING_WINSTON}", timeout=10)
+            if status != 200:
+                raise SandboxError(f"{self.name}: could not fund its wallet ({status}); see {self.log}")
+
+    def env(self) -> dict[str, str]:
+        return {"SCALEOPS_ARCHIVE__BUNDLER_URL": self.url()}
+
+    def details(self) -> dict[str, Any]:
+        return {"wallet": self.wallet_address(), "stand_in": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scaleops.sandbox.alerting import AlertBridge, Alertmanager
 from scaleops.sandbox.anvil import AnvilArbitrum, AnvilOptimism, AnvilZkSync
-from scaleops.sandbox.arweave import Arlocal
+from scaleops.sandbox.arweave import Arlocal, TurboStandin
 from scaleops.sandbox.backup_sample import BackupSample
 from scaleops.sandbox.cache_source import CacheSource
 from scaleops.sandbox.cost_estate import CostEstate
@@ -41,6 +41,7 @@ SERVICES: tuple[type[Service], ...] = (
     AnvilZkSync,
     SolanaLiteSvm,
     Arlocal,
+    TurboStandin,
     Ipfs,
     CostEstate,
     Prometheus,

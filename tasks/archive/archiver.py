@@ -26,14 +26,18 @@ from scaleops.core.settings import ArchiveSettings
 from tasks.archive import ledger
 from tasks.archive.ans104 import (
     MAX_TAGS,
+    DataItem,
     Tag,
     Wallet,
+    b64url,
     bundle_items,
     chunk_proofs,
     create_data_item,
     encode_tags,
     sign_transaction,
+    unbundle,
 )
+from tasks.archive.bundler import Bundler
 from tasks.archive.gateway import Gateway
 from tasks.archive.report import ArchiveReport, BundleRecord, Finding
 from tasks.archive.verify import find_archived
@@ -134,6 +138,98 @@ class Context:
     settings: ArchiveSettings
     report: ArchiveReport
     load_body: Callable[[ledger.Item], bytes]
+    bundler: Bundler | None = None  # mode bundler: the Turbo-compatible upload service
+
+
+# ------------------------------------------------------------------------------------------------ bundler
+UPLOAD_THREADS = 8  # uploads wait on the service, not on our CPU
+
+
+def need_bundler(ctx: Context) -> Bundler:
+    if ctx.bundler is None:
+        raise ValueError("SCALEOPS_ARCHIVE__BUNDLER_URL is not set (SCALEOPS_ARCHIVE__MODE=bundler)")
+    return ctx.bundler
+
+
+def batch_id(signed: Sequence[DataItem]) -> str:
+    """The ledger's name of a batch of items uploaded to the service (fixed by the items' signatures)."""
+    return "bundler-" + b64url(hashlib.sha256(b"".join(s.raw_id for s in signed)).digest())
+
+
+def upload_items(bundler: Bundler, items: Sequence[DataItem]) -> tuple[dict[str, Any], int, int]:
+    """Upload every item (an id the service already has answers with its receipt again, unpaid):
+    (receipts by item id, winston of all the receipts, winston charged now for items it did not have)."""
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+        answers = list(pool.map(lambda item: bundler.upload(item.raw), items))
+    receipts = {item.id: receipt for item, (receipt, _) in zip(items, answers, strict=True)}
+    total = sum(int(receipt.get("winc", 0)) for receipt, _ in answers)
+    charged = sum(int(receipt.get("winc", 0)) for receipt, new in answers if new)
+    return receipts, total, charged
+
+
+def upload_batch(
+    ctx: Context, members: Sequence[ledger.Item], signed: Sequence[DataItem], data: bytes, price: int
+) -> int:
+    """Mode bundler: write the batch's items ahead (as one ledger bundle, its bytes the items in ANS-104
+    bundle layout), upload each signed item, store the receipts. Returns the winston charged."""
+    name = batch_id(signed)
+    shares = split_winston(price, [len(s.raw) for s in signed])
+    raw_tx = {"id": name, "items": [s.id for s in signed]}
+    record = ledger.Bundle(name, "bundler", "signed", raw_tx, len(signed), len(data), price)
+    ledger.write_ahead(
+        ctx.conn,
+        record,
+        data,
+        [(item.sha256, s.id, w) for item, s, w in zip(members, signed, shares, strict=True)],
+    )
+    ctx.report.items_signed += len(signed)
+    crashpoint("signed")
+    receipts, total, charged = upload_items(need_bundler(ctx), signed)
+    crashpoint("sent")
+    ledger.mark_posted(ctx.conn, name, ctx.gateway.height(), receipts=receipts, winston=total)
+    crashpoint("posted")
+    ctx.report.items_posted += len(signed)
+    ctx.report.pay(
+        BundleRecord(tx_id=name, items=len(signed), bytes=len(data), winston=charged, mode="bundler")
+    )
+    return charged
+
+
+def reconcile_bundler(ctx: Context, bundle: ledger.Bundle, height: int) -> None:
+    """A batch uploaded to the service and not yet confirmed: upload again what it may not have (after a
+    crash; the service answers a known id with its receipt), then confirm each item whose bundle (as the
+    service names it) has enough confirmations on the gateway."""
+    bundler = need_bundler(ctx)
+    if bundle.status == "signed":
+        items = [item for _, item in unbundle(bundle.data)]
+        receipts, total, charged = upload_items(bundler, items)
+        ledger.mark_posted(ctx.conn, bundle.tx_id, height, receipts=receipts, winston=total)
+        ctx.report.items_posted += bundle.items
+        if charged:
+            ctx.report.pay(
+                BundleRecord(
+                    tx_id=bundle.tx_id, items=bundle.items, bytes=bundle.size, winston=charged, mode="bundler"
+                )
+            )
+        return
+    raw = {item_id: item for item_id, item in unbundle(bundle.data)}
+    confirmed: list[tuple[str, str]] = []
+    for item in ledger.items_of_bundle(ctx.conn, bundle.tx_id):
+        said = bundler.status(item.item_id or "")
+        if said is None:  # the service lost it: the same signed item again (its id, paid once)
+            bundler.upload(raw[item.item_id or ""].raw)
+            reason = "the upload service did not know it: uploaded again"
+        elif not said.get("bundleId"):
+            reason = f"the upload service has it ({said.get('status')}), not yet in a bundle"
+        else:
+            status = ctx.gateway.status(str(said["bundleId"]))
+            if status.known and status.confirmations >= ctx.settings.confirmations:
+                confirmed.append((item.item_id or "", str(said["bundleId"])))
+                continue
+            have = status.confirmations if status.known else 0
+            reason = f"in bundle {said['bundleId']}: {have}/{ctx.settings.confirmations} confirmations"
+        ctx.report.pending.append(Finding(key=item.first_key, sha256=item.sha256, reason=reason))
+    ctx.report.items_confirmed += ledger.confirm_items(ctx.conn, bundle.tx_id, confirmed)
 
 
 def has_data(gateway: Gateway, bundle: ledger.Bundle) -> bool:
@@ -149,6 +245,9 @@ def reconcile(ctx: Context) -> None:
         return
     height = ctx.gateway.height()
     for bundle in live:
+        if bundle.mode == "bundler":
+            reconcile_bundler(ctx, bundle, height)
+            continue
         status = ctx.gateway.status(bundle.tx_id)
         if bundle.status == "signed":
             chunked = bundle.mode == "gateway" and bundle.size > ctx.settings.chunked_above_bytes
@@ -250,10 +349,13 @@ def archive_queued(ctx: Context, wallet: Wallet) -> None:
         data = bundle_items(signed)
         price = ctx.gateway.price(len(data))
         if number == 0:
-            balance = ctx.gateway.balance(wallet.address)
+            if ctx.settings.mode == "bundler":
+                balance, payer = need_bundler(ctx).balance(wallet.address), "the upload service's credit for"
+            else:
+                balance, payer = ctx.gateway.balance(wallet.address), "wallet"
             if balance < price:
                 raise BudgetError(
-                    f"wallet {wallet.address} holds {balance} winston; the first bundle costs {price}"
+                    f"{payer} {wallet.address} holds {balance} winston; the first bundle costs {price}"
                 )
         if spent + price > ctx.settings.max_winston_per_run:
             ctx.report.budget_capped = True
@@ -263,6 +365,9 @@ def archive_queued(ctx: Context, wallet: Wallet) -> None:
                 f"({ctx.settings.max_winston_per_run}; {spent} spent)"
             )
             return
+        if ctx.settings.mode == "bundler":
+            spent += upload_batch(ctx, members, signed, data, price)
+            continue
         tx = sign_transaction(wallet, data, price, ctx.gateway.anchor())
         shares = split_winston(price, [len(s.raw) for s in signed])
         record = ledger.Bundle(tx["id"], "gateway", "signed", tx, len(signed), len(data), price)

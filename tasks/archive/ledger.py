@@ -219,12 +219,21 @@ def live_bundles(conn: Any) -> list[Bundle]:
     return [Bundle(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bytes(r[8])) for r in rows]
 
 
-def mark_posted(conn: Any, tx_id: str, height: int | None) -> None:
+def mark_posted(
+    conn: Any,
+    tx_id: str,
+    height: int | None,
+    receipts: dict[str, Any] | None = None,
+    winston: int | None = None,
+) -> None:
+    """The bundle reached the gateway (or, mode bundler, every item reached the upload service: its
+    receipts kept, and what the service charged in place of the estimate written ahead)."""
     with conn.transaction():
         conn.execute(
             "update archive_bundles set status = 'posted', posted_at = coalesce(posted_at, now()),"
-            " posted_height = coalesce(posted_height, %s) where tx_id = %s and status = 'signed'",
-            (height, tx_id),
+            " posted_height = coalesce(posted_height, %s), receipt = coalesce(%s::jsonb, receipt),"
+            " winston = coalesce(%s, winston) where tx_id = %s and status = 'signed'",
+            (height, json.dumps(receipts) if receipts is not None else None, winston, tx_id),
         )
         conn.execute(
             "update archive_items set status = 'posted', posted_at = now(), updated_at = now()"
@@ -246,6 +255,28 @@ def mark_confirmed(conn: Any, tx_id: str, block_height: int | None) -> int:
             (tx_id,),
         )
         return int(cur.rowcount)
+
+
+def confirm_items(conn: Any, batch: str, confirmed: Sequence[tuple[str, str]]) -> int:
+    """Mode bundler: items (id, the bundle the service put it in) with enough confirmations become
+    `confirmed` in that bundle; the batch is confirmed once none of its items waits. Returns the count."""
+    n = 0
+    with conn.transaction():
+        for item_id, bundle_id in confirmed:
+            cur = conn.execute(
+                "update archive_items set status = 'confirmed', bundle_id = %s, confirmed_at = now(),"
+                " updated_at = now() where item_id = %s and bundle_id = %s"
+                " and status in ('signed', 'posted')",
+                (bundle_id, item_id, batch),
+            )
+            n += cur.rowcount
+        conn.execute(
+            "update archive_bundles set status = 'confirmed', confirmed_at = now() where tx_id = %s"
+            " and not exists (select 1 from archive_items where bundle_id = %s"
+            "   and status in ('signed', 'posted'))",
+            (batch, batch),
+        )
+    return n
 
 
 def mark_dropped(conn: Any, tx_id: str, max_reposts: int = 1) -> tuple[list[str], list[str]]:

@@ -15,6 +15,7 @@ from scaleops.core.settings import Settings
 from tasks.archive import ledger
 from tasks.archive.ans104 import wallet_from_jwk
 from tasks.archive.archiver import BudgetError, Context, archive_queued, crashpoint, reconcile
+from tasks.archive.bundler import Bundler
 from tasks.archive.collect import CHUNK, parse_s3_url, postgres_batches, postgres_rows, s3_new_objects
 from tasks.archive.gateway import Gateway
 from tasks.archive.ipfs import IMPORT_PARAMS, IpfsNode, raw_cid, same_cid
@@ -35,6 +36,18 @@ def gateway(settings: Settings) -> Gateway:
     if not settings.archive.gateway_url:
         raise ValueError("SCALEOPS_ARCHIVE__GATEWAY_URL is not set")
     return Gateway(settings.archive.gateway_url, settings.archive.timeout_seconds)
+
+
+def bundler(settings: Settings) -> Any:
+    """The upload service's client in mode bundler (or a context that yields None)."""
+    from contextlib import nullcontext
+
+    url = settings.archive.bundler_url
+    if settings.archive.mode != "bundler":
+        return nullcontext(None)
+    if not url:
+        raise ValueError("SCALEOPS_ARCHIVE__BUNDLER_URL is not set (SCALEOPS_ARCHIVE__MODE=bundler)")
+    return Bundler(url, settings.archive.timeout_seconds)
 
 
 def body_loader(settings: Settings, conn: Any) -> Any:
@@ -114,8 +127,8 @@ def archive_pass(settings: Settings, dry_run: bool) -> ArchiveReport:
     """Reconcile what was written ahead, then bundle, price, sign, write ahead and post the queue."""
     part = ArchiveReport(dry_run=dry_run)
     jwk = settings.archive.wallet_jwk
-    with connect(settings) as conn, gateway(settings) as gw:
-        ctx = Context(conn, gw, settings.archive, part, body_loader(settings, conn))
+    with connect(settings) as conn, gateway(settings) as gw, bundler(settings) as up:
+        ctx = Context(conn, gw, settings.archive, part, body_loader(settings, conn), up)
         if dry_run:
             part.items_queued = len(ledger.queued(conn))
             return part

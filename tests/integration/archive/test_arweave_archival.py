@@ -500,3 +500,69 @@ def test_a_bundle_above_the_threshold_is_uploaded_by_chunks(
         ids = dict(conn.execute("select first_key, item_id from archive_items").fetchall())
     for key, body in bodies.items():
         assert httpx.get(f"{settings.archive.gateway_url}/{ids[key]}", timeout=30).content == body
+
+
+@pytest.fixture
+def bundler_mode(archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    url = archive_env.get("SCALEOPS_ARCHIVE__BUNDLER_URL")
+    assert url, "the sandbox's turbo_standin service (scaleops sandbox up)"
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__MODE", "bundler")
+    return url
+
+
+def test_bundler_mode_uploads_signed_items_to_the_standin_and_confirms_them(bundler_mode: str) -> None:
+    settings = load_settings()
+    token = uuid.uuid4().hex.encode()
+    queue(settings, *((f"turbo/{i}.json", token + bytes([i])) for i in range(3)))
+    ours = balance(settings)
+    report = run_flow()
+    (batch,) = report.bundles
+    assert batch.mode == "bundler" and batch.items == 3 and report.items_posted == 3, report.problems
+    assert batch.winston == report.winston_paid > 0  # the receipts' winc
+    assert balance(settings) == ours  # the upload service pays the gateway, not our wallet
+    with ledger_conn(settings) as conn:
+        (receipts,) = conn.execute("select receipt from archive_bundles").fetchone()
+        ids = [r[0] for r in conn.execute("select item_id from archive_items order by first_key")]
+    assert sorted(receipts) == sorted(ids) and all(receipts[i]["id"] == i for i in ids)
+    # the stand-in bundles them to arlocal; our side verifies each item inside that bundle
+    assert until_settled(settings)["verified"] == 3
+    with ledger_conn(settings) as conn:
+        (in_bundle,) = conn.execute("select distinct bundle_id from archive_items").fetchone()
+    assert not in_bundle.startswith("bundler-")  # the service's L1 bundle, not our batch name
+    status = httpx.get(f"{bundler_mode}/tx/{ids[0]}/status", timeout=10).json()
+    assert status["bundleId"] == in_bundle
+
+
+def test_the_standin_refuses_a_forged_item_and_answers_a_repeat_with_its_receipt(bundler_mode: str) -> None:
+    from tasks.archive.ans104 import create_data_item
+
+    settings = load_settings()
+    wallet = wallet_from_jwk(settings.archive.wallet_jwk.get_secret_value())  # type: ignore[union-attr]
+    item = create_data_item(wallet, uuid.uuid4().hex.encode(), [("App-Name", "standin-test")])
+    post = f"{bundler_mode}/tx/arweave"
+    forged = httpx.post(post, content=item.raw[:-1] + bytes([item.raw[-1] ^ 1]), timeout=30)
+    assert forged.status_code == 400 and "signature" in forged.text
+    first = httpx.post(post, content=item.raw, timeout=30)
+    again = httpx.post(post, content=item.raw, timeout=30)
+    assert (first.status_code, again.status_code) == (200, 202)
+    assert first.json() == again.json() and first.json()["id"] == item.id
+
+
+@pytest.mark.parametrize("step", ["signed", "sent"])
+def test_bundler_mode_sigkill_pays_once(bundler_mode: str, step: str) -> None:
+    settings = load_settings()
+    token = uuid.uuid4().hex.encode()
+    queue(settings, *((f"kill/{i}", token + bytes([i])) for i in range(2)))
+    code = "from scaleops.core.settings import load_settings; from tasks.archive.steps import archive_pass; "
+    code += "archive_pass.fn(load_settings(), False)"
+    env = {**os.environ, "SCALEOPS_ARCHIVE_CRASH_AT": step}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=120, capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()[-2000:]
+    part = archive_pass.fn(settings, False)  # reconciles: uploads again; the service knows what it has
+    assert part.items_signed == 0 and part.items_posted == 2
+    charged = bundles(settings)[0][2]
+    if step == "sent":  # the service had both items: nothing charged again
+        assert part.winston_paid == 0 and charged > 0
+    else:
+        assert part.winston_paid == charged > 0
+    assert until_settled(settings)["verified"] == 2
