@@ -705,7 +705,7 @@ def recommend(
     else:
         text = f"add {units} x {capacity_per_unit:g} {unit}".rstrip() + f" (= {amount:g} {unit})".rstrip()
         if cost is not None:
-            text += f", about {cost:,.2f}/month more"
+            text += f", about {cost:,.2f} USD/month more"
     return Recommendation(units=units, amount=amount, monthly_cost=cost, text=text)
 
 

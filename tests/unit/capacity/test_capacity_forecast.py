@@ -205,7 +205,7 @@ def test_recommendation_covers_the_upper_peak_and_costs_it() -> None:
     advice = recommend(872.0, 800.0, capacity_per_unit=50, unit_cost_per_month=4.0, unit="GB")
     assert advice is not None
     assert advice.units == 2 and advice.amount == 100 and advice.monthly_cost == 8.0
-    assert "add 2 x 50 GB" in advice.text
+    assert "add 2 x 50 GB" in advice.text and "about 8.00 USD/month more" in advice.text  # currency named
     assert recommend(700.0, 800.0, capacity_per_unit=50, unit_cost_per_month=None).units == 0  # type: ignore[union-attr]
     assert recommend(900.0, 800.0, capacity_per_unit=None, unit_cost_per_month=1.0) is None
 
