@@ -90,6 +90,12 @@ def small(c: ChainReport, amount: int) -> str:
     return f"{amount:,} lamports" if is_solana(c) else f"{gwei(amount)} gwei"
 
 
+def fee_cap(settings: Settings, chain: str, per_coin: int) -> str:
+    """The chain's MAX_FEE_PER_BATCH in its coin: the target beside what was paid."""
+    config = settings.chains.get(chain)
+    return "n/a" if config is None else f"{config.max_fee_per_batch / per_coin:g}"
+
+
 def tx_link(explorer: str | None, tx_hash: str) -> str:
     """`<explorer>/tx/<hash>` keeping the explorer URL's query (Solana's `?cluster=...`), as markdown;
     the bare hash when no explorer is set."""
@@ -124,14 +130,14 @@ def render_markdown(report: L2PostingReport, settings: Settings) -> str:
             "## Fees (EVM): the L2 execution fee plus the L1 data fee",
             "",
             "| chain | gas used | L2 fee (gwei) | L1 data fee (gwei) | total (ETH) | total (wei) "
-            "| per op (gwei) |",
-            "|---|---|---|---|---|---|---|",
+            "| per op (gwei) | cap per batch (ETH) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, c in evm.items():
             total = fees_paid(c)
             lines.append(
                 f"| {name} | {c.gas_used:,} | {gwei(c.l2_fee_wei)} | {gwei(c.l1_fee_wei)} "
-                f"| {coins(c):.9f} | {total} | {gwei(c.fee_per_op)} |"
+                f"| {coins(c):.9f} | {total} | {gwei(c.fee_per_op)} | {fee_cap(settings, name, 10**18)} |"
             )
     if sol:
         lines += [
@@ -139,13 +145,16 @@ def render_markdown(report: L2PostingReport, settings: Settings) -> str:
             "## Fees (Solana)",
             "",
             f"| chain | fees (lamports) | fees (SOL) | per op (lamports) | largest tx (bytes, limit "
-            f"{SOLANA_TX_LIMIT}) |",
-            "|---|---|---|---|---|",
+            f"{SOLANA_TX_LIMIT}) | cap per batch (SOL) |",
+            "|---|---|---|---|---|---|",
         ]
         for name, c in sol.items():
             lamports = c.lamports or 0
             largest = "-" if c.max_tx_bytes is None else f"{c.max_tx_bytes:,}"
-            lines.append(f"| {name} | {lamports:,} | {coins(c):.9f} | {c.fee_per_op:,} | {largest} |")
+            lines.append(
+                f"| {name} | {lamports:,} | {coins(c):.9f} | {c.fee_per_op:,} | {largest} "
+                f"| {fee_cap(settings, name, 10**9)} |"
+            )
     if any(c.bumped or c.reorged or c.resigned for c in report.chains.values()):
         lines += [
             "",

@@ -230,6 +230,8 @@ def test_l2_fees_carry_units_next_to_raw_wei_and_lamports() -> None:
     headers = " ".join(h for t in markdown_tables(text) for h in t)
     for unit in ("(gwei)", "(ETH)", "(wei)", "(lamports)", "(SOL)"):
         assert unit in headers, f"no {unit} column in the L2 report"
+    assert "cap per batch (ETH)" in headers  # MAX_FEE_PER_BATCH beside what was paid
+    assert "| 0.01 |" in text  # the default cap, 10^16 wei
     assert "0.00152" in text  # 1.5e15 + 2e13 wei = 0.00152 ETH
     assert "0.000005" in text  # 5,000 lamports = 0.000005 SOL
     assert all("fee" not in k or "(" in k for row in rows for k in row), rows
