@@ -1,14 +1,15 @@
 """The duty's steps: load the policies, decide which AWS regions and Kubernetes clusters may be
-touched, run each policy in each scope (one task per policy and scope, batched inside), and write
+touched, run the policies of each scope (one task per region or cluster, batched inside), and write
 the audit rows. Thin tasks over the plain functions of the other modules."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from scaleops.core.clients import cost_aws_options
-from scaleops.core.retry import io_task
+from scaleops.core.retry import call_with_retry, io_task
 from scaleops.core.settings import Settings
 from tasks.cost.aws import AwsResource, AwsScope
 from tasks.cost.catalog import RESOURCES
@@ -86,47 +87,92 @@ def kube_scopes(settings: Settings, policies: list[Policy], report: CostReport) 
     return [KubeScope(kubeconfig, c) for c in contexts]
 
 
-def make_resource(policy: Policy, scope: AwsScope | KubeScope, prices: PriceTable) -> Any:
+def make_resource(
+    policy: Policy, scope: AwsScope | KubeScope, prices: PriceTable, kube_client: Any = None
+) -> Any:
     kind = RESOURCES[policy.resource]
     if issubclass(kind, AwsResource) and isinstance(scope, AwsScope):
         return kind(scope, prices)
     if issubclass(kind, KubeResource) and isinstance(scope, KubeScope):
-        return kind(scope, prices)
+        return kind(scope, prices, kube_client)
     raise TypeError(f"{policy.resource} cannot run in scope {scope}")
 
 
-@io_task(task_run_name="cost-{policy.name}-{scope_name}")
-def apply_policy(
+@dataclass
+class ScopeResult:
+    """What one policy came to in one scope: its result, or the error that stopped it."""
+
+    policy: Policy
+    result: PolicyResult | None = None
+    error: str | None = None
+
+
+@io_task(task_run_name="cost-{scope_name}", retries=0)  # transient errors are retried per policy inside
+def apply_policies(
     settings: Settings,
-    policy: Policy,
+    policies: list[Policy],
     scope: AwsScope | KubeScope,
     scope_name: str,
     as_of: datetime,
     dry_run: bool,
-    remaining: int,
+    max_actions: int,
+    acted: dict[str, int],
     run_id: str | None = None,
-) -> PolicyResult:
-    """One policy in one region or cluster: find, mark, unmark, act (at most `remaining` times),
-    each change's audit row written as it happens (a dry run changes and writes nothing)."""
+) -> list[ScopeResult]:
+    """Every policy in one region or cluster, in one task (a task per policy and scope cost Prefect
+    ~50 ms each and bought nothing: the listing is batched inside each policy either way). Each policy
+    finds, marks, unmarks and acts, at most its share of the caps (`acted`: actions so far in the run,
+    by policy), each change's audit row written as it happens (a dry run changes and writes nothing).
+    A transient error retries that policy alone (its actions already done count against the caps); any
+    other error fails that policy alone, never the scope's others."""
     prices = load_prices(settings.cost.prices)
-    resource = make_resource(policy, scope, prices)
-    options: dict[str, Any] = {
-        "dry_run": dry_run,
-        "remaining": remaining,
-        "protected_namespaces": settings.cost.protected_namespaces,
-    }
-    if dry_run:
-        return run_policy(resource, policy, as_of, **options)
-    from scaleops.core.clients import postgres_connect
-    from tasks.cost.audit import write_rows
+    kube_client = scope.api_client() if isinstance(scope, KubeScope) else None
+    results: list[ScopeResult] = []
+    conn = None
+    if not dry_run:
+        from scaleops.core.clients import postgres_connect
 
-    with postgres_connect(settings) as conn:
+        conn = postgres_connect(settings)
+    try:
+        for policy in policies:
+            done: list[int] = [0]  # actions of this policy in this scope, across retries
 
-        def record(rows: list[AuditRow]) -> None:
-            write_rows(conn, rows, as_of, run_id)
-            conn.commit()
+            def once(policy: Policy = policy, done: list[int] = done) -> PolicyResult:
+                cap = max_actions if policy.max_actions is None else min(policy.max_actions, max_actions)
+                run_total = sum(acted.values()) + done[0]
+                remaining = min(max_actions - run_total, cap - acted.get(policy.name, 0) - done[0])
+                record = None
+                if conn is not None:
+                    from tasks.cost.audit import write_rows
 
-        return run_policy(resource, policy, as_of, record=record, **options)
+                    def record(rows: list[AuditRow], policy: Policy = policy, done: list[int] = done) -> None:
+                        write_rows(conn, rows, as_of, run_id)
+                        conn.commit()
+                        done[0] += sum(1 for r in rows if r.action == policy.action)
+
+                return run_policy(
+                    make_resource(policy, scope, prices, kube_client),
+                    policy,
+                    as_of,
+                    dry_run=dry_run,
+                    remaining=max(remaining, 0),
+                    protected_namespaces=settings.cost.protected_namespaces,
+                    record=record,
+                )
+
+            try:
+                result = call_with_retry(once)
+            except Exception as exc:  # one policy failing never hides the scope's others
+                if conn is not None:
+                    conn.rollback()
+                results.append(ScopeResult(policy, error=f"{type(exc).__name__}: {exc}"))
+                continue
+            acted[policy.name] = acted.get(policy.name, 0) + max(done[0], result.stats.acted)
+            results.append(ScopeResult(policy, result))
+    finally:
+        if conn is not None:
+            conn.close()
+    return results
 
 
 def prepare_audit(settings: Settings) -> None:
@@ -148,18 +194,23 @@ def run_all(
     report: CostReport,
     run_id: str | None,
 ) -> None:
-    """Each policy in each of its provider's scopes, sharing the run's action cap."""
-    for policy in policies:
-        for scope in scopes.get(policy.provider, []):
-            cap = max_actions if policy.max_actions is None else min(policy.max_actions, max_actions)
-            remaining = min(max_actions - report.acted, cap - report.acted_by(policy.name))
+    """Each region and cluster in one task running its provider's policies, sharing the run's caps."""
+    acted: dict[str, int] = {}
+    for provider in dict.fromkeys(p.provider for p in policies):
+        mine = [p for p in policies if p.provider == provider]
+        for scope in scopes.get(provider, []):
             name = scope.region if isinstance(scope, AwsScope) else scope.name
             try:
-                result = apply_policy(
-                    settings, policy, scope, name, as_of, dry_run, max(remaining, 0), run_id
+                outcomes = apply_policies(
+                    settings, mine, scope, name, as_of, dry_run, max_actions, dict(acted), run_id
                 )
             except Exception as exc:  # one region or cluster failing never hides the others
-                report.stats(policy.name, policy.resource, policy.action).errors += 1
-                report.problem(f"{policy.name} in {name}: {type(exc).__name__}: {exc}")
-                continue
-            report.add(result)
+                outcomes = [ScopeResult(p, error=f"{type(exc).__name__}: {exc}") for p in mine]
+            for outcome in outcomes:
+                policy = outcome.policy
+                if outcome.result is None:
+                    report.stats(policy.name, policy.resource, policy.action).errors += 1
+                    report.problem(f"{policy.name} in {name}: {outcome.error}")
+                    continue
+                report.add(outcome.result)
+                acted[policy.name] = acted.get(policy.name, 0) + outcome.result.stats.acted
