@@ -17,6 +17,7 @@ from scaleops.core.duties import all_duties
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(1500)  # the sandbox, a deploy and seven runs on 2 shared cores
 def test_the_demo_runs_each_duty_through_its_deployment(sandbox_env: dict[str, str]) -> None:
     api = sandbox_env["PREFECT_API_URL"]
     since = datetime.now(UTC).isoformat()
