@@ -14,6 +14,10 @@ MASE ratio to it, 80% coverage. `--cli RUNS` also times `scaleops forecast` on t
 ec2_request_latency file (new process per run, /usr/bin/time -v); `--synthetic N [--workers W]` times only
 the flow's per-series work (repair, great-expectations, CV forecast) on N synthetic hourly series.
 
+A second data set, kept out of tuning: `--taylor-wheel pmdarima-2.1.1-*.whl --data /tmp/taylor --windows 14`
+writes Taylor's half-hourly electricity demand (shipped inside pmdarima's wheel) to /tmp/taylor and
+evaluates the last 14 days of it the same way.
+
 `python -m bench forecast` or `.venv/bin/python bench/forecast.py [--data DIR] [--windows N] [--cli 3]`.
 """
 
@@ -292,6 +296,29 @@ def synthetic_run(count: int, workers: int) -> str:
     )
 
 
+def taylor_csv(wheel: Path, out_dir: Path) -> Path:
+    """A second public data set, kept out of tuning: Taylor's half-hourly electricity demand of England and
+    Wales, Monday 5 June to Sunday 27 August 2000 (4,032 points, Taylor 2003; R's forecast::taylor), as
+    pmdarima ships it inline in pmdarima/datasets/taylor.py. `wheel` is a pmdarima wheel (`pip download
+    pmdarima==2.1.1 --no-deps`, nothing installed); writes `out_dir/taylor_electricity_demand.csv`."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        source = archive.read("pmdarima/datasets/taylor.py").decode()
+    body = source[source.index("np.array([") + len("np.array([") :]
+    values = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", body[: body.index("])")])]
+    if len(values) != 4032:
+        raise ValueError(f"expected 4,032 values in {wheel}, found {len(values)}")
+    stamps = pd.date_range("2000-06-05", periods=len(values), freq="30min")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "taylor_electricity_demand.csv"
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values}).to_csv(
+        path, index=False
+    )
+    return path
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/forecast.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -304,7 +331,16 @@ def main(argv: list[str]) -> int:
         "--synthetic", type=int, default=0, metavar="N", help="only time the flow's work on N series"
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--taylor-wheel",
+        type=Path,
+        metavar="WHEEL",
+        help="evaluate on Taylor's electricity demand read from this pmdarima wheel instead "
+        "(--data: where to write its CSV)",
+    )
     args = parser.parse_args(argv)
+    if args.taylor_wheel:
+        print(f"wrote {taylor_csv(args.taylor_wheel, args.data)}")
     if args.synthetic:
         print(synthetic_run(args.synthetic, args.workers))
         return 0
