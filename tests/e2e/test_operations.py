@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from scaleops.core.settings import Settings
+from scaleops.ops.zombies import AUTOMATION_NAME
 from scaleops.sandbox.manager import Sandbox
 from tests.e2e.alert_windows import close_alert_windows
 from tests.polling import holds_for
@@ -77,6 +78,7 @@ def test_deploy_all_on_a_fresh_server(fresh_prefect: str) -> None:
         assert dep["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     automations = httpx.post(f"{fresh_prefect}/automations/filter", json={}, timeout=10).json()
     assert {a["name"] for a in automations} >= {
+        AUTOMATION_NAME,  # prefect.yaml's build step: the zombie-run automation comes with every deploy
         "preflight on ScaleopsTargetDown",
         "backup-verification on BackupMissing|ReplicationLagHigh",
         "backup-verification when no verified backup for 26h",
