@@ -237,21 +237,42 @@ class WarmResult:
     bytes_per_key: float = 0.0
     batches: int = 0
     budget_detail: str = ""
+    memory_checks: int = 0  # INFO memory round trips the budget made
 
 
 class Budget:
     """Stop before used memory would pass `fraction` × maxmemory on any node.
 
     Bytes per key start from the payload (+ `overhead`), then come from what INFO says the keys written so
-    far really cost. The projection counts keys still in flight, with `margin` to spare."""
+    far really cost. The projection counts keys still in flight, with `margin` to spare.
 
-    def __init__(self, start: list[NodeMemory], fraction: float, overhead: int = 96, margin: float = 1.25):
+    INFO is asked only every `check_every` batches: Redis answers it after the SETs already queued, which
+    stalls the pipeline. In between, used memory is projected from the last answer: every key in flight at
+    that answer or sent since is counted at the per-key cost × `margin`, as if none of it were in the
+    answer. That projection is never below the one INFO after every batch would give (as long as per-key
+    cost × margin covers what a key really costs, which the per-batch check assumes for keys in flight too),
+    and before the projection stops the run, INFO is asked again: the stop is decided on a fresh answer."""
+
+    def __init__(
+        self,
+        start: list[NodeMemory],
+        fraction: float,
+        overhead: int = 96,
+        margin: float = 1.25,
+        check_every: int = 25,
+    ):
         self.start_used = [n.used_memory for n in start]
         self.limits = [int(n.limit * fraction) for n in start]
         self.names = [n.name for n in start]
         self.fraction = fraction
         self.overhead = overhead
         self.margin = margin
+        self.check_every = max(1, check_every)
+        self.used: list[int] | None = None  # the last INFO answer, per node
+        self.unmeasured = [0] * len(start)  # keys in flight at that answer or sent since, per node
+        self.acked_at_check = 0  # keys acknowledged when INFO answered (pairs with `used` for the cost)
+        self.since_check = 0  # batches sent since
+        self.checks = 0  # INFO round trips so far
 
     def per_key(self, used: list[int], acked_keys: int, payload_per_key: float) -> float:
         estimate = payload_per_key + self.overhead
@@ -271,6 +292,31 @@ class Budget:
                     f"would pass the budget {limit} B ({self.fraction:.0%} of its memory limit)"
                 )
         return ""
+
+    def due(self) -> bool:
+        """Time to ask INFO again (never asked yet, or `check_every` batches since the last answer)."""
+        return self.used is None or self.since_check >= self.check_every
+
+    def measure(self, used: list[int], in_flight: list[int], acked_keys: int) -> None:
+        """Record an INFO answer: `used` per node, with the keys in flight and acknowledged at that moment."""
+        self.used = list(used)
+        self.unmeasured = list(in_flight)
+        self.acked_at_check = acked_keys
+        self.since_check = 0
+        self.checks += 1
+
+    def check(self, new: list[int], payload_per_key: float) -> tuple[float, str]:
+        """(bytes per key, '' or why the batch of `new` keys per node would pass the budget), projected
+        from the last INFO answer (`measure` first)."""
+        if self.used is None:
+            raise RuntimeError("Budget.check before any measure")
+        per_key = self.per_key(self.used, self.acked_at_check, payload_per_key)
+        return per_key, self.blocked(self.used, self.unmeasured, new, per_key)
+
+    def sent(self, new: list[int]) -> None:
+        """The batch went out: its keys count in the projection until the next INFO answer."""
+        self.unmeasured = [u + n for u, n in zip(self.unmeasured, new, strict=True)]
+        self.since_check += 1
 
 
 def warm_batches(
@@ -307,19 +353,25 @@ def warm_batches(
             keys = [k for _, group_keys, _ in groups.values() for k in group_keys]
             payload = sum(p for _, _, p in groups.values())
         if budget is not None:
-            used = target.used_memory()
-            in_flight = planned if dry_run else [p.outstanding_keys for p in target.pipes]
-            acked = sum(p.acked_keys for p in target.pipes)
-            per_key = budget.per_key(used, acked, (payload_total + payload) / (sent_keys + len(keys)))
             new = [len(groups[i][1]) if i in groups else 0 for i in range(nodes)]
-            reason = budget.blocked(used, in_flight, new, per_key)
+            payload_per_key = (payload_total + payload) / (sent_keys + len(keys))
+            fresh = budget.due()
+            if fresh:
+                _measure(budget, target, planned, dry_run)
+            per_key, reason = budget.check(new, payload_per_key)
+            if reason and not fresh:  # the projection would stop here: decide on a fresh INFO answer
+                _measure(budget, target, planned, dry_run)
+                per_key, reason = budget.check(new, payload_per_key)
             result.bytes_per_key = per_key
+            result.memory_checks = budget.checks
             if reason:
                 result.stopped_by_budget = True
                 result.budget_detail = reason
                 result.rows_read -= len(rows)
                 result.skipped -= len(rows) - len(good)
                 break
+        if budget is not None:
+            budget.sent(new)
         payload_total += payload
         sent_keys += len(keys)
         result.batches += 1
@@ -342,6 +394,13 @@ def warm_batches(
         result.keys_written, result.bytes_written = sent_keys, payload_total
     result.seconds = time.monotonic() - started
     return result
+
+
+def _measure(budget: Budget, target: WarmTarget, planned: list[int], dry_run: bool) -> None:
+    """Ask every node's INFO; keys in flight are read after the answer, so none of them is missed."""
+    used = target.used_memory()
+    in_flight = list(planned) if dry_run else [p.outstanding_keys for p in target.pipes]
+    budget.measure(used, in_flight, sum(p.acked_keys for p in target.pipes))
 
 
 def _group(

@@ -201,3 +201,101 @@ def test_pick_warm_set(monkeypatch: pytest.MonkeyPatch) -> None:
         pick_warm_set(settings, None)
     with pytest.raises(ValueError, match="unknown warm set 'c'"):
         pick_warm_set(settings, "c")
+
+
+class FakeMemoryPipe:
+    """A pipe whose Redis acknowledges a batch `depth` batches later (as RawPipe does) and where every
+    acknowledged key costs `cost` bytes: used memory is `base + acked × cost`."""
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self.in_flight: list[tuple[int, int]] = []
+        self.acked_keys = 0
+        self.acked_bytes = 0
+
+    @property
+    def outstanding_keys(self) -> int:
+        return sum(n for n, _ in self.in_flight)
+
+    def send(self, data: bytes, replies: int, payload_bytes: int) -> None:
+        while len(self.in_flight) >= self.depth:
+            self.read_one()
+        self.in_flight.append((replies, payload_bytes))
+
+    def read_one(self) -> None:
+        replies, payload = self.in_flight.pop(0)
+        self.acked_keys += replies
+        self.acked_bytes += payload
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self.read_one()
+
+
+class FakeMemoryTarget:
+    """One node: INFO answers `base + acked × cost` (what Redis really holds), counting the questions."""
+
+    def __init__(self, base: int, cost: int):
+        self.pipes = [FakeMemoryPipe()]
+        self.base, self.cost = base, cost
+        self.info_calls = 0
+        self.peak = base
+
+    def route(self, keys: list[bytes]) -> list[int]:
+        return [0] * len(keys)
+
+    def used(self) -> int:
+        used = self.base + self.pipes[0].acked_keys * self.cost
+        self.peak = max(self.peak, used)
+        return used
+
+    def used_memory(self) -> list[int]:
+        self.info_calls += 1
+        return [self.used()]
+
+
+def rows(n_batches: int, size: int = 2000) -> list[list[tuple[bytes | None, bytes | None]]]:
+    return [[(b"k%d" % (b * size + i), b"v" * 100) for i in range(size)] for b in range(n_batches)]
+
+
+@pytest.mark.parametrize("cost", [150, 240])  # below and above the first estimate (payload + 96 B)
+def test_projected_budget_asks_info_rarely_and_still_stops_before_the_budget(cost: int) -> None:
+    from tasks.cache.redis import warm_batches
+
+    base, maxmemory = 1_000_000, 60_000_000
+    results = {}
+    for every in (1, 25):
+        target = FakeMemoryTarget(base, cost)
+        budget = Budget([node(base, maxmemory)], 0.8, check_every=every)
+        result = warm_batches(rows(250), target, TtlPicker(3600, 0.1), budget)  # type: ignore[arg-type]
+        target.pipes[0].drain()
+        # the budget holds: what Redis holds after every acknowledged key, never past 80% of maxmemory
+        assert result.stopped_by_budget
+        assert target.used() <= 0.8 * maxmemory
+        assert target.peak <= 0.8 * maxmemory
+        assert result.memory_checks == target.info_calls
+        results[every] = (result, target.info_calls)
+    per_batch, projected = results[1][0], results[25][0]
+    assert results[1][1] == per_batch.batches + 1  # INFO for every batch, and for the one refused
+    # every 25th batch, plus a fresh answer for each batch the projection alone would have refused
+    assert results[25][1] <= projected.batches // 25 + 2 + 25
+    assert results[25][1] * 3 < results[1][1]
+    # and it does not stop much earlier than asking every batch: within 3 batches of it
+    assert per_batch.keys_written - projected.keys_written <= 3 * 2000
+
+
+def test_projection_counts_keys_sent_since_the_last_info_answer() -> None:
+    budget = Budget([node(0, 1_000_000)], 1.0, overhead=0, margin=1.0, check_every=25)
+    assert budget.due()
+    budget.measure([100_000], [0], 0)
+    assert not budget.due()
+    for _ in range(3):
+        per_key, reason = budget.check([1000], payload_per_key=100)
+        assert (per_key, reason) == (100, "")
+        budget.sent([1000])
+    # 100 kB measured + 3,000 keys sent since × 100 B = 400 kB; 7,000 more keys would reach 1.1 MB
+    assert budget.check([6000], payload_per_key=100)[1] == ""
+    assert "would pass the budget" in budget.check([7000], payload_per_key=100)[1]
+    for _ in range(22):
+        budget.sent([1])
+    assert budget.due()  # 25 batches since the answer: ask again
