@@ -222,15 +222,22 @@ def alert_markdown(report: DutyReport) -> str:
         return ""
     lines = ["## Started by", _alert_line(report.triggered_by)]
     window = report.triggered_by.get("window") or {}
+    closes = window.get("closes_at", "?")
     if report.coalesced_alerts:
         lines += [
             "",
             f"{len(report.coalesced_alerts)} more alert(s) for {window.get('duty', report.duty)} arrived "
-            f"before its window closes ({window.get('closes_at', '?')}) and started no run of their own:",
+            "since and started no run of their own:",
             *[_alert_line(a) for a in report.coalesced_alerts],
         ]
     elif window:
-        lines += ["", f"(no other alert for it so far; its window closes {window.get('closes_at', '?')})"]
+        lines += ["", "No other alert for it so far."]
+    if window:
+        lines += [
+            "",
+            f"Alerts for it until {closes} start no run either: the events feed lists every one under "
+            f"the resource `scaleops.alert-window.{window.get('id', '?')}`.",
+        ]
     return "\n".join(lines)
 
 

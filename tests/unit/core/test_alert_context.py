@@ -43,7 +43,9 @@ def test_started_by_lists_the_alert_and_the_attached_ones() -> None:
     assert "3 more alert(s) for backup-verification" in text
     assert all(f"instance=pg-{i}:9187" in text for i in range(3))
     alone = alert_markdown(DutyReport(duty="backup-verification", triggered_by=alert_context(LEAD)))
-    assert "no other alert for it so far" in alone
+    assert "No other alert for it so far." in alone
+    # alerts that come after the report: where to find them
+    assert f"`scaleops.alert-window.{WINDOW['id']}`" in alone and WINDOW["closes_at"] in alone
 
 
 def test_started_by_comes_right_under_the_title() -> None:
