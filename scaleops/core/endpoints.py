@@ -36,6 +36,7 @@ _HOST_PORT = (
     re.compile(r"connecting to ([\w.\-]+|\[[0-9a-fA-F:]+\]):(\d+)"),
 )
 _URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+")
+CREDENTIALS_REFUSED = ("password authentication failed", "no pg_hba.conf entry")
 _BARE = re.compile(r"(?<![\w.:/\-])((?:\d{1,3}\.){3}\d{1,3}|localhost|\[[0-9a-fA-F:]+\]):(\d{1,5})(?!\d)")
 
 
@@ -104,16 +105,24 @@ def tried(exc: BaseException) -> list[tuple[str, int]]:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    """Transient by the shared policy (refused, reset, timed out, 5xx) or a connection PostgreSQL
-    refused for good (wrong password, no such database): either way the endpoint setting is at fault."""
+    """Transient by the shared policy (refused, reset, timed out, 5xx), or PostgreSQL refusing the
+    DSN's credentials: either way the endpoint's setting is at fault. (A database that does not exist
+    may be a parameter's fault: it is left to the duty.)"""
     if is_transient(exc):
         return True
-    return any(type(link).__name__ == "OperationalError" for link in _chain(exc))
+    return any(
+        type(link).__name__ == "OperationalError" and any(w in str(link) for w in CREDENTIALS_REFUSED)
+        for link in _chain(exc)
+    )
 
 
 def what_failed(exc: BaseException) -> str:
     """'connection refused', 'timed out', 'host not found', or the error's first line."""
     text = " ".join(str(link) for link in _chain(exc)).lower()
+    if "password authentication failed" in text:
+        return "password authentication failed"
+    if "pg_hba.conf" in text:
+        return "no pg_hba.conf entry for this client"
     if "refused" in text:
         return "connection refused"
     if "timed out" in text or "timeout" in text:

@@ -74,3 +74,17 @@ def test_errors_that_are_not_about_an_endpoint_are_left_alone() -> None:
     assert unreachable(refused, SETTINGS) is None
     other = raised(lambda: clients.redis_client(Settings(redis={"url": "redis://127.0.0.1:9/0"})).ping())  # type: ignore[arg-type]
     assert unreachable(other, SETTINGS) is None  # port 9 is no setting of SETTINGS
+
+
+def test_a_database_that_does_not_exist_is_left_to_the_duty() -> None:
+    """It may be a parameter's fault (databases=["nosuch_db"]), not the DSN's."""
+    import psycopg
+
+    text = 'connection to server at "127.0.0.1", port 1 failed: FATAL:  database "nosuch_db" does not exist'
+    assert unreachable(psycopg.OperationalError(text), SETTINGS) is None
+    denied = text.replace(
+        'database "nosuch_db" does not exist', 'password authentication failed for user "x"'
+    )
+    assert unreachable(psycopg.OperationalError(denied), SETTINGS) == (
+        "SCALEOPS_POSTGRES__DSN: password authentication failed at postgresql://127.0.0.1:1"
+    )
