@@ -1,6 +1,7 @@
 """Capacity forecasting on real public series: scaleops' forecaster beside bare statsforecast.
 
-For every NAB realKnownCause series (../shared/data/nab-realKnownCause, or --data DIR), repaired as
+For every NAB realKnownCause series (../shared/data/nab-realKnownCause when it is there, else the three
+shipped in bench/data/nab-realKnownCause-small, or --data DIR), repaired as
 `scaleops forecast` repairs it (tasks/capacity/repair.py), up to `--windows` held-out days at the end of
 the series that contain no labelled anomaly window and at most a fifth of interpolated points: train on
 the (at most `--max-points`) points before the origin, forecast one day, and score
@@ -33,7 +34,10 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab-realKnownCause"
+SHARED_DATA = ROOT.parent / "shared" / "data" / "nab-realKnownCause"
+# three of the seven series, shipped (MIT, see its README): a clone without ../shared still has data
+SHIPPED_DATA = ROOT / "bench" / "data" / "nab-realKnownCause-small"
+DEFAULT_DATA = SHARED_DATA if SHARED_DATA.is_dir() else SHIPPED_DATA
 
 # NAB labels/combined_windows.json (numenta/NAB), the realKnownCause entries.
 ANOMALY_WINDOWS: dict[str, list[tuple[str, str]]] = {
