@@ -10,6 +10,13 @@ bills every transaction at least one 256 KiB chunk, which is what bundling saves
 
     .venv/bin/python -m bench arweave_archival            # needs `scaleops sandbox up`
     .venv/bin/python -m bench.arweave_archival --items 1000
+    .venv/bin/python -m bench.arweave_archival --our-side --items 1000   # where our time goes
+
+`--our-side` measures the duty without arlocal's unbundling: (1) items/s from bytes to signed data
+items and signed bundle transactions, in process; (2) the whole archive pass (ledger, GraphQL lookup,
+sign, write-ahead, upload, receipts) in mode `bundler` against the sandbox's Turbo stand-in code run
+in this process with `forward=False` (it verifies each item's signature and keeps it; nothing is posted
+to arlocal, so nothing is unbundled), with the wall time of each step.
 """
 
 from __future__ import annotations
@@ -63,7 +70,10 @@ def main(argv: list[str]) -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--bundle-mib", type=float, default=2.0, help="MAX_BUNDLE_BYTES of the run, MiB")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-tx-per-item contender")
+    parser.add_argument("--our-side", action="store_true", help="only where the duty's own time goes")
     args = parser.parse_args(argv)
+    if args.our_side:
+        return our_side(args)
 
     import httpx
     import psycopg
@@ -99,10 +109,10 @@ def main(argv: list[str]) -> None:  # noqa: PLR0915 - one linear script
         real_post = Gateway.post_transaction
         in_gateway = [0.0]
 
-        def timed_post(self: Gateway, tx: dict[str, Any], data: bytes) -> None:
+        def timed_post(self: Gateway, tx: dict[str, Any], data: bytes, chunked: bool = False) -> None:
             t = time.perf_counter()
             try:
-                real_post(self, tx, data)
+                real_post(self, tx, data, chunked)
             finally:
                 in_gateway[0] += time.perf_counter() - t
 
@@ -203,6 +213,156 @@ def main(argv: list[str]) -> None:  # noqa: PLR0915 - one linear script
         os.environ["SCALEOPS_POSTGRES__DSN"] = base
         drop_scratch_database(base, name)
     return report(results)
+
+
+def our_side(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear script
+    import socket
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import psycopg
+
+    from scaleops.core.settings import Settings, load_settings
+    from scaleops.sandbox.manager import Sandbox, apply_env
+    from tasks.archive import archiver, ledger
+    from tasks.archive.ans104 import (
+        bundle_items,
+        create_data_item,
+        generate_jwk,
+        sign_transaction,
+        wallet_from_jwk,
+    )
+    from tasks.archive.archiver import SIGNING_THREADS, item_tags, plan_bundles
+    from tasks.archive.ledger import NewContent
+    from tasks.archive.steps import archive_pass
+
+    sandbox = Sandbox(Settings())
+    apply_env(sandbox.env())
+    base = os.environ["SCALEOPS_POSTGRES__DSN"]
+    rng = random.Random(args.seed)
+    bodies = [rng.randbytes(rng.randint(1024, 64 * 1024)) for _ in range(args.items)]
+    total = sum(len(b) for b in bodies)
+    settings = load_settings()
+    wallet = wallet_from_jwk(settings.archive.wallet_jwk.get_secret_value())  # type: ignore[union-attr]
+    print(
+        f"{args.items} items, {total / 1e6:.1f} MB (1-64 KiB each), {os.cpu_count()} CPUs, "
+        f"{SIGNING_THREADS} signing threads, load {os.getloadavg()[0]:.1f}"
+    )
+
+    # (1) in process: bytes -> signed data items -> bundles -> signed bundle transactions
+    contents = [NewContent.of(f"bench/{i}", b) for i, b in enumerate(bodies)]
+    items = [ledger.Item(c.sha256, c.size, c.content_type, c.key, [c.key], "queued") for c in contents]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(SIGNING_THREADS) as pool:
+        signed = list(
+            pool.map(
+                lambda p: create_data_item(wallet, p[1], item_tags(p[0], "bench")),
+                zip(items, bodies, strict=True),
+            )
+        )
+    signing_s = time.perf_counter() - started
+    by_sha = {item.sha256: s for item, s in zip(items, signed, strict=True)}
+    for plan in plan_bundles(items, int(args.bundle_mib * 1024 * 1024)):
+        chosen = [by_sha[i.sha256] for i in plan]
+        sign_transaction(wallet, bundle_items(chosen), 1, "A" * 43)
+    in_process_s = time.perf_counter() - started
+    assert len({s.id for s in signed}) == args.items
+    print(f"| in process: data items signed (RSA-4096 PSS) | {args.items / signing_s:,.1f} items/s |")
+    print(
+        "| in process: + bundled + bundle transactions signed (data_root) | "
+        f"{args.items / in_process_s:,.1f} items/s |"
+    )
+
+    # (2) the archive pass in mode bundler, against the stand-in (its own process) with --no-forward
+    with tempfile.TemporaryDirectory() as tmp:
+        jwk = generate_jwk()
+        Path(tmp, "wallet.json").write_text(json.dumps(jwk))
+        gateway = settings.archive.gateway_url or ""
+        address = wallet_from_jwk(jwk).address
+        httpx.get(f"{gateway}/mint/{address}/{10**18}", timeout=30).raise_for_status()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        standin = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scaleops.sandbox.turbo_standin",
+                "--port",
+                str(port),
+                "--gateway",
+                gateway,
+            ]
+            + ["--wallet", str(Path(tmp, "wallet.json")), "--db", str(Path(tmp, "items.db")), "--no-forward"],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/info", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        name, dsn = scratch_database(base, "archbench")
+        os.environ.update(
+            {
+                "SCALEOPS_POSTGRES__DSN": dsn,
+                "SCALEOPS_ARCHIVE__MODE": "bundler",
+                "SCALEOPS_ARCHIVE__BUNDLER_URL": url,
+                "SCALEOPS_ARCHIVE__MAX_BUNDLE_BYTES": str(int(args.bundle_mib * 1024 * 1024)),
+                "SCALEOPS_ARCHIVE__MAX_WINSTON_PER_RUN": str(10**18),
+            }
+        )
+        steps: dict[str, float] = {}
+
+        def timed(label: str, module: Any, attr: str) -> None:
+            real = getattr(module, attr)
+
+            def wrapper(*a: Any, **k: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return real(*a, **k)
+                finally:
+                    steps[label] = steps.get(label, 0.0) + time.perf_counter() - t
+
+            setattr(module, attr, wrapper)
+
+        timed("ledger: read the queue", archiver.ledger, "queued")
+        timed("GraphQL: already archived? (gateway)", archiver, "find_archived")
+        timed("gateway: price", archiver.Gateway, "price")
+        timed("ledger: write-ahead (batch bytes + items)", archiver.ledger, "write_ahead")
+        timed(
+            "upload to the stand-in (8 at a time; it verifies each signature, signs a receipt)",
+            archiver,
+            "upload_items",
+        )
+        timed("ledger: receipts, posted", archiver.ledger, "mark_posted")
+        timed("gateway: height", archiver.Gateway, "height")
+        try:
+            s = load_settings()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                ledger.ensure_schema(conn)
+                ledger.add_content(conn, contents)
+            started = time.perf_counter()
+            part = archive_pass.fn(s, False)
+            wall = time.perf_counter() - started
+        finally:
+            standin.terminate()
+            standin.wait(10)
+            os.environ["SCALEOPS_POSTGRES__DSN"] = base
+            drop_scratch_database(base, name)
+    assert part.items_posted == args.items, (part.items_posted, part.problems)
+    print(
+        f"| archive pass, mode bundler, stand-in not unbundling | {args.items / wall:,.1f} items/s "
+        f"({total / wall / 1e6:.1f} MB/s, {wall:.1f} s, {len(part.bundles)} batches) |"
+    )
+    rest = wall - sum(steps.values())
+    for label, spent in sorted(steps.items(), key=lambda kv: -kv[1]):
+        print(f"| - {label} | {spent:.2f} s ({spent / wall:.0%}) |")
+    print(
+        f"| - sign items + bundle (threads), SHA-256 re-check, the rest | {rest:.2f} s ({rest / wall:.0%}) |"
+    )
 
 
 def report(r: dict[str, Any]) -> None:

@@ -50,11 +50,12 @@ class Standin:
         self.lock = threading.Lock()
         self.db = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
         self.db.execute("pragma journal_mode=wal")
+        self.db.execute("pragma synchronous=normal")  # WAL: survives a crash of this process
         self.db.execute(
-            "create table if not exists items (id text primary key, raw blob, receipt text, bundle_id text,"
-            " seq integer)"
+            "create table if not exists items (id text primary key, raw blob, receipt text, bundle_id text)"
         )
         self.stopping = threading.Event()
+        self.rate: tuple[float, float] | None = None  # (when asked, winston per byte)
 
     # -- uploads -------------------------------------------------------------------------------------
     def upload(self, raw: bytes) -> tuple[int, dict[str, Any]]:
@@ -69,7 +70,7 @@ class Standin:
             row = self.db.execute("select receipt from items where id = ?", (item.id,)).fetchone()
         if row:
             return 202, dict(json.loads(row[0]))
-        winc = self.gateway.price(len(raw))
+        winc = self.price(len(raw))
         stamp = int(time.time() * 1000)
         message = deep_hash([item.id.encode(), str(stamp).encode(), str(winc).encode()])
         receipt = {
@@ -85,11 +86,18 @@ class Standin:
         }
         with self.lock:
             self.db.execute(
-                "insert or ignore into items (id, raw, receipt, seq) values (?, ?, ?,"
-                " (select coalesce(max(seq), 0) + 1 from items))",
+                "insert or ignore into items (id, raw, receipt) values (?, ?, ?)",
                 (item.id, raw, json.dumps(receipt)),
             )
         return 200, receipt
+
+    def price(self, size: int) -> int:
+        """Winston for `size` bytes at the gateway's rate per byte, asked once a minute (a price per
+        item from the gateway would cost a round trip per upload)."""
+        now = time.monotonic()
+        if self.rate is None or now - self.rate[0] > 60:
+            self.rate = (now, self.gateway.price(1_000_000) / 1_000_000)
+        return max(1, int(-(-size * self.rate[1] // 1)))
 
     def status(self, item_id: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -110,7 +118,7 @@ class Standin:
 
         with self.lock:
             rows = self.db.execute(
-                "select id, raw from items where bundle_id is null order by seq limit 1000"
+                "select id, raw from items where bundle_id is null order by rowid limit 1000"
             ).fetchall()
         batch: list[DataItem] = []
         size = 32
