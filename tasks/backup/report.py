@@ -53,7 +53,10 @@ def render_markdown(report: BackupReport, settings: Settings) -> str:
         f"· primary `s3://{s3.primary_bucket}` ({s3.primary_region}) · replica `s3://{s3.replica_bucket}` "
         f"({s3.replica_region}) · prefix `{settings.backup.prefix}`"
     )
-    rpo = f"{report.rpo_seconds:.0f} s" if report.rpo_seconds is not None else "no verified backup"
+    rpo = "no verified backup"
+    if report.rpo_seconds is not None:  # in the target's unit too: 93600 s is 26.0 h
+        hours = f" ({report.rpo_seconds / 3600:.1f} h)" if report.rpo_seconds >= 3600 else ""
+        rpo = f"{report.rpo_seconds:.0f} s{hours}"
     rto = f"{report.rto_seconds:.1f} s" if report.rto_seconds is not None else "no restore"
     lag = report.replication.lag_seconds
     target, sla = settings.backup.rpo_target_seconds, settings.backup.replication_sla_seconds
