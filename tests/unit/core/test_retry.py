@@ -150,3 +150,17 @@ def test_backoff_grows_and_is_capped(retries: int, base: float, cap: float) -> N
     assert len(delays) == retries
     assert all(0 < d <= cap for d in delays)
     assert delays == sorted(delays)
+
+
+def test_the_retry_budget_comes_from_scaleops_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scaleops.core.retry import retries_from_env
+    from scaleops.core.settings import ConfigError, load_settings
+
+    monkeypatch.delenv("SCALEOPS_RETRIES", raising=False)
+    assert retries_from_env() == 4
+    monkeypatch.setenv("SCALEOPS_RETRIES", "0")  # what the wrong-endpoint tests use: fail at once
+    assert retries_from_env() == 0 and load_settings().retries == 0
+    monkeypatch.setenv("SCALEOPS_RETRIES", "many")
+    assert retries_from_env() == 4  # the tasks keep the default; the settings name the variable
+    with pytest.raises(ConfigError, match="SCALEOPS_RETRIES"):
+        load_settings()
