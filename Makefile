@@ -32,7 +32,7 @@ node_modules/.installed: package.json package-lock.json
 	@npm ci --no-audit --no-fund --silent
 	@touch node_modules/.installed
 
-demo: setup ## bring the sandbox up and run every duty once against it
+demo: setup ## bring the sandbox up, deploy prefect.yaml and run every duty once through its deployment
 	$(BIN)/scaleops demo
 
 test: setup ## lint, then the whole suite (unit tests run while the sandbox starts, then integration and e2e)
