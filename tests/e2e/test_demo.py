@@ -43,7 +43,6 @@ def test_the_demo_runs_each_duty_through_its_deployment(sandbox_env: dict[str, s
         assert run is not None, f"{duty}: no demo run of deployment {duty} ({len(runs)} demo runs found)"
         assert run["work_queue_name"] and run["state"]["type"] in ("COMPLETED", "FAILED"), run["state"]
         assert run["start_time"], f"{duty}: the worker never started it"
-    assert len(runs) == len(all_duties())  # one run each, none unattached
-    assert all(r["deployment_id"] for r in runs)
+    assert all(r["deployment_id"] for r in runs)  # none unattached (another demo may run meanwhile)
     for duty in all_duties():  # the summary names every duty
         assert duty in result.stdout
