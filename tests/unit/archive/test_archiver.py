@@ -125,11 +125,29 @@ class FakeLedger:
                 item.status, n = status, n + 1
         return n
 
-    def mark_posted(self, conn: Any, tx_id: str, height: int | None) -> None:
+    def mark_posted(
+        self, conn: Any, tx_id: str, height: int | None, receipts: Any = None, winston: int | None = None
+    ) -> None:
+        self.gw.log.append(f"mark-posted {tx_id}")
         b = self.bundles[tx_id]
         if b.status == "signed":
             b.status, b.posted_height = "posted", height
+            b.winston = b.winston if winston is None else winston
         self._set(tx_id, "posted", ("signed",))
+
+    def confirm_items(self, conn: Any, batch: str, confirmed: list[tuple[str, str]]) -> int:
+        n = 0
+        for item_id, bundle_id in confirmed:
+            for item in self.items.values():
+                if (
+                    item.item_id == item_id
+                    and item.bundle_id == batch
+                    and item.status in ("signed", "posted")
+                ):
+                    item.status, item.bundle_id, n = "confirmed", bundle_id, n + 1
+        if not any(i.bundle_id == batch for i in self.items.values()):
+            self.bundles[batch].status = "confirmed"
+        return n
 
     def live_bundles(self, conn: Any) -> list[ledger.Bundle]:
         return [b for b in self.bundles.values() if b.status in ("signed", "posted")]
@@ -168,6 +186,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeGateway, FakeLedger]:
     for name in ("queued", "write_ahead", "mark_posted", "live_bundles", "mark_confirmed", "mark_dropped"):
         monkeypatch.setattr(archiver.ledger, name, getattr(fake, name))
     monkeypatch.setattr(archiver.ledger, "items_of_bundle", fake.items_of_bundle)
+    monkeypatch.setattr(archiver.ledger, "confirm_items", fake.confirm_items)
     return gw, fake
 
 
@@ -453,3 +472,96 @@ def test_a_bundle_above_the_threshold_goes_by_chunks(
     small = context(gw, chunked_above_bytes=512 * 1024)
     archive_queued(small, wallet)
     assert small.report.bundles[0].chunks == 0 and not gw.log[-1].endswith("chunked")
+
+
+class FakeBundler:
+    """A Turbo-compatible upload service: verifies items, dedupes ids, bundles when asked."""
+
+    def __init__(self, gw: FakeGateway):
+        self.gw = gw
+        self.items: dict[str, str | None] = {}  # id -> bundle id
+        self.uploads = 0
+
+    def upload(self, raw: bytes) -> tuple[dict[str, Any], bool]:
+        item = archiver.DataItem(raw)
+        assert item.verify()
+        self.gw.log.append(f"upload {item.id}")
+        self.uploads += 1
+        new = item.id not in self.items
+        self.items.setdefault(item.id, None)
+        return {"id": item.id, "winc": str(len(raw))}, new
+
+    def status(self, item_id: str) -> dict[str, Any] | None:
+        if item_id not in self.items:
+            return None
+        return {"status": "CONFIRMED", "bundleId": self.items[item_id]}
+
+    def balance(self, address: str) -> int:
+        return 10**15
+
+    def bundle(self, tx_id: str, height: int) -> None:
+        for item_id in self.items:
+            self.items[item_id] = tx_id
+        self.gw.txs[tx_id] = {"id": tx_id}
+        self.gw.mined[tx_id] = height
+
+
+def test_bundler_mode_writes_ahead_uploads_and_confirms_through_the_service(
+    world: tuple[FakeGateway, FakeLedger], wallet: Wallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw, fake = world
+    service = FakeBundler(gw)
+    fake.add(*contents(3))
+    ctx = context(gw, mode="bundler")
+    ctx.bundler = service  # type: ignore[assignment]
+    monkeypatch.setattr(archiver, "crashpoint", lambda step: None)
+    archive_queued(ctx, wallet)
+    (batch,) = ctx.report.bundles
+    assert batch.mode == "bundler" and batch.tx_id.startswith("bundler-") and ctx.report.items_posted == 3
+    raws = [item.raw for _, item in archiver.unbundle(fake.bundles[batch.tx_id].data)]
+    assert batch.winston == ctx.report.winston_paid == sum(len(r) for r in raws)  # the receipts' winc
+    order = [
+        line.split()[0] for line in gw.log if line.split()[0] in ("write-ahead", "upload", "mark-posted")
+    ]
+    assert order == ["write-ahead", "upload", "upload", "upload", "mark-posted"]
+    assert gw.txs == {}  # nothing posted to the gateway by us
+
+    later = context(gw, mode="bundler")
+    later.bundler = service  # type: ignore[assignment]
+    reconcile(later)  # not yet in a bundle: pending
+    assert len(later.report.pending) == 3 and "not yet in a bundle" in later.report.pending[0].reason
+    service.bundle("L1" * 21 + "x", height=95)  # 6 confirmations at height 100
+    done = context(gw, mode="bundler")
+    done.bundler = service  # type: ignore[assignment]
+    reconcile(done)
+    assert done.report.items_confirmed == 3 and fake.bundles[batch.tx_id].status == "confirmed"
+    assert {i.bundle_id for i in fake.items.values()} == {"L1" * 21 + "x"}
+
+
+def test_bundler_mode_after_a_crash_uploads_again_and_pays_once(
+    world: tuple[FakeGateway, FakeLedger], wallet: Wallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw, fake = world
+    service = FakeBundler(gw)
+    fake.add(*contents(2))
+
+    class Crash(Exception):
+        pass
+
+    def crash(step: str) -> None:
+        if step == "sent":
+            raise Crash
+
+    monkeypatch.setattr(archiver, "crashpoint", crash)
+    ctx = context(gw, mode="bundler")
+    ctx.bundler = service  # type: ignore[assignment]
+    with pytest.raises(Crash):  # uploaded, receipts never recorded
+        archive_queued(ctx, wallet)
+    (batch,) = fake.bundles.values()
+    assert batch.status == "signed" and service.uploads == 2
+    again = context(gw, mode="bundler")
+    again.bundler = service  # type: ignore[assignment]
+    reconcile(again)
+    assert batch.status == "posted" and service.uploads == 4 and len(service.items) == 2
+    assert again.report.winston_paid == 0  # the service had both: nothing charged again
+    assert batch.winston == sum(len(archiver.unbundle(batch.data)[i][1].raw) for i in range(2))
