@@ -48,13 +48,13 @@ class RecordingSink:
 def store_dsn(sandbox_env: dict[str, str]) -> Iterator[str]:
     """A scratch database on the sandbox's primary (the bridge migrates it on start); dropped after."""
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
     base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
     name = f"windowtest_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"create database {name}")
-    yield make_conninfo(**{**conninfo_to_dict(base), "dbname": name})
+    yield make_conninfo(base, dbname=name)
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"drop database if exists {name} with (force)")
 

@@ -3,10 +3,12 @@ bridge attached to its window, and nothing for a run no alert started."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from scaleops.core.duties import alert_context, coalesced_alerts
 from scaleops.core.reporting import DutyReport, alert_markdown, with_alerts
 
-WINDOW = {
+WINDOW: dict[str, Any] = {
     "id": "7d0f5a9e-0000-4000-8000-000000000001",
     "duty": "backup-verification",
     "opened_at": "2026-11-26T10:00:00+00:00",
