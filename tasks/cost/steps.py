@@ -4,6 +4,7 @@ the audit rows. Thin tasks over the plain functions of the other modules."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,9 @@ def make_resource(
     raise TypeError(f"{policy.resource} cannot run in scope {scope}")
 
 
+DRY_RUN_WORKERS = 4  # policies of one scope evaluated at once in a dry run
+
+
 @dataclass
 class ScopeResult:
     """What one policy came to in one scope: its result, or the error that stopped it."""
@@ -127,34 +131,46 @@ def apply_policies(
     other error fails that policy alone, never the scope's others."""
     prices = load_prices(settings.cost.prices)
     kube_client = scope.api_client() if isinstance(scope, KubeScope) else None
-    results: list[ScopeResult] = []
-    conn = None
-    if not dry_run:
-        from scaleops.core.clients import postgres_connect
 
-        conn = postgres_connect(settings)
-    try:
+    def evaluate(policy: Policy) -> ScopeResult:
+        resource = make_resource(policy, scope, prices, kube_client)
+        namespaces = settings.cost.protected_namespaces
+
+        def once() -> PolicyResult:
+            return run_policy(
+                resource, policy, as_of, dry_run=True, remaining=0, protected_namespaces=namespaces
+            )
+
+        try:
+            return ScopeResult(policy, call_with_retry(once))
+        except Exception as exc:  # one policy failing never hides the scope's others
+            return ScopeResult(policy, error=f"{type(exc).__name__}: {exc}")
+
+    if dry_run:  # nothing changes: the policies of a scope list side by side (their calls are I/O)
+        with ThreadPoolExecutor(max_workers=max(1, min(DRY_RUN_WORKERS, len(policies)))) as pool:
+            return list(pool.map(evaluate, policies))
+    from scaleops.core.clients import postgres_connect
+    from tasks.cost.audit import write_rows
+
+    results: list[ScopeResult] = []
+    with postgres_connect(settings) as conn:
         for policy in policies:
             done: list[int] = [0]  # actions of this policy in this scope, across retries
 
-            def once(policy: Policy = policy, done: list[int] = done) -> PolicyResult:
+            def record(rows: list[AuditRow], policy: Policy = policy, done: list[int] = done) -> None:
+                write_rows(conn, rows, as_of, run_id)
+                conn.commit()
+                done[0] += sum(1 for r in rows if r.action == policy.action)
+
+            def once(policy: Policy = policy, done: list[int] = done, record: Any = record) -> PolicyResult:
                 cap = max_actions if policy.max_actions is None else min(policy.max_actions, max_actions)
                 run_total = sum(acted.values()) + done[0]
                 remaining = min(max_actions - run_total, cap - acted.get(policy.name, 0) - done[0])
-                record = None
-                if conn is not None:
-                    from tasks.cost.audit import write_rows
-
-                    def record(rows: list[AuditRow], policy: Policy = policy, done: list[int] = done) -> None:
-                        write_rows(conn, rows, as_of, run_id)
-                        conn.commit()
-                        done[0] += sum(1 for r in rows if r.action == policy.action)
-
                 return run_policy(
                     make_resource(policy, scope, prices, kube_client),
                     policy,
                     as_of,
-                    dry_run=dry_run,
+                    dry_run=False,
                     remaining=max(remaining, 0),
                     protected_namespaces=settings.cost.protected_namespaces,
                     record=record,
@@ -163,15 +179,11 @@ def apply_policies(
             try:
                 result = call_with_retry(once)
             except Exception as exc:  # one policy failing never hides the scope's others
-                if conn is not None:
-                    conn.rollback()
+                conn.rollback()
                 results.append(ScopeResult(policy, error=f"{type(exc).__name__}: {exc}"))
                 continue
             acted[policy.name] = acted.get(policy.name, 0) + max(done[0], result.stats.acted)
             results.append(ScopeResult(policy, result))
-    finally:
-        if conn is not None:
-            conn.close()
     return results
 
 
