@@ -29,6 +29,8 @@ def needs(settings: Settings) -> list[str]:
         missing.append("no Arweave gateway (SCALEOPS_ARCHIVE__GATEWAY_URL)")
     if settings.archive.wallet_jwk is None:
         missing.append("no archive wallet (SCALEOPS_ARCHIVE__WALLET_JWK)")
+    if settings.archive.mode == "bundler" and not settings.archive.bundler_url:
+        missing.append("mode bundler without an upload service (SCALEOPS_ARCHIVE__BUNDLER_URL)")
     return missing
 
 

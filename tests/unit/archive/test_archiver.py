@@ -565,3 +565,13 @@ def test_bundler_mode_after_a_crash_uploads_again_and_pays_once(
     assert batch.status == "posted" and service.uploads == 4 and len(service.items) == 2
     assert again.report.winston_paid == 0  # the service had both: nothing charged again
     assert batch.winston == sum(len(archiver.unbundle(batch.data)[i][1].raw) for i in range(2))
+
+
+def test_mode_bundler_needs_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.arweave_archival import needs
+
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__MODE", "bundler")
+    monkeypatch.delenv("SCALEOPS_ARCHIVE__BUNDLER_URL", raising=False)
+    assert any("SCALEOPS_ARCHIVE__BUNDLER_URL" in m for m in needs(load_settings()))
+    monkeypatch.setenv("SCALEOPS_ARCHIVE__BUNDLER_URL", "http://127.0.0.1:1")
+    assert not any("BUNDLER_URL" in m for m in needs(load_settings()))
