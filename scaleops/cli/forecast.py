@@ -4,8 +4,8 @@ in scaleops/cli/app.py as a command).
 Fast from the command line: it imports neither Prefect nor great-expectations (whose import alone costs
 ~4 CPU-s); the repair step guarantees what the suite would check here (unique, increasing, regular,
 finite; no bounds and no freshness on a file), and `--gx` runs the suite on the repaired series too.
-statsforecast's numba code is cached on disk across runs (NIXTLA_NUMBA_CACHE, set by
-tasks/capacity/models.py)."""
+Of statsforecast only `statsforecast.ets` is loaded, without numba or the package's __init__
+(tasks/capacity/models.py): ~210 MB peak and ~2 CPU-s on 4,000 points."""
 
 from __future__ import annotations
 
