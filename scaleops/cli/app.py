@@ -238,11 +238,11 @@ def demo(
 ) -> None:
     """Bring the sandbox up, deploy prefect.yaml to its Prefect server and run every duty once through
     its deployment (the sandbox's worker runs them); print a summary and the Prefect UI."""
-    from scaleops.cli.demo import run_through_deployments
+    from scaleops.cli.demo import online_workers, run_through_deployments
     from scaleops.core.duties import all_duties
     from scaleops.core.redaction import Redactor
     from scaleops.sandbox.manager import Sandbox, apply_env
-    from scaleops.sandbox.services import SandboxError
+    from scaleops.sandbox.services import WORK_POOL, SandboxError
 
     sandbox = Sandbox(load_cli_settings())
     err.print("[bold]starting the sandbox[/bold]")
@@ -260,6 +260,10 @@ def demo(
     queued = _queue_demo_operations(settings)
     if queued:
         err.print(f"queued {queued} demo operations in the outbox for l2-batch-posting to post")
+    if not online_workers(WORK_POOL):  # the runs would wait for nobody
+        raise fail(
+            f"no worker online on work pool {WORK_POOL!r}: see `scaleops sandbox status` (service worker)"
+        )
     names = sorted(all_duties())
     err.print(f"[bold]running {len(names)} deployments[/bold] (preflight first, then the others at once)")
 

@@ -45,6 +45,15 @@ def status_of(state_type: str, state_name: str) -> str:
     return "crashed"  # Failed without a report (it raised), Crashed, Cancelled
 
 
+def online_workers(pool: str) -> int:
+    """How many workers of `pool` the server sees online (a demo run needs one to start)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        workers = client.read_workers_for_work_pool(pool)
+    return sum(1 for w in workers if str(getattr(w.status, "value", w.status)).upper() == "ONLINE")
+
+
 def start_runs(duties: Iterable[str]) -> list[DemoRun]:
     """One flow run per duty from its deployment `<duty>/<duty>`, tagged `demo`; returns at once."""
     from prefect.deployments import run_deployment
