@@ -208,6 +208,12 @@ create index alert_windows_open on alert_windows (duty, closes_at);
 alter table alert_emissions add column window_id uuid;
 """
 
+ALERT_FOLLOW_UPS = """
+-- the alert bridge: a window opened for alerts that came after the run of an earlier window had reported
+-- (at most one such follow-up per storm); it closes when the window it follows would have closed
+alter table alert_windows add column follows uuid;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "l2 outbox: operations, batches, signed transactions", L2_OUTBOX),
     Migration(2, "l2 outbox: Solana blockhash expiry", SOLANA_BLOCKHASH),
@@ -216,6 +222,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "alert bridge: emitted alerts, for durable dedupe", ALERT_EMISSIONS),
     Migration(6, "arweave archival: tags of an item given by hand", ARCHIVE_TAGS),
     Migration(7, "alert bridge: coalescing windows, one run per duty per alert storm", ALERT_WINDOWS),
+    Migration(8, "alert bridge: one follow-up run for alerts after a storm's run reported", ALERT_FOLLOW_UPS),
 )
 
 

@@ -222,6 +222,12 @@ def alert_markdown(report: DutyReport) -> str:
         return ""
     lines = ["## Started by", _alert_line(report.triggered_by)]
     window = report.triggered_by.get("window") or {}
+    if window.get("follows"):
+        lines += [
+            "",
+            "A follow-up: it came after the run for this storm's first alerts had reported "
+            f"(window `scaleops.alert-window.{window['follows']}`).",
+        ]
     closes = window.get("closes_at", "?")
     if report.coalesced_alerts:
         lines += [
@@ -233,10 +239,15 @@ def alert_markdown(report: DutyReport) -> str:
     elif window:
         lines += ["", "No other alert for it so far."]
     if window:
+        after = (
+            "no run"
+            if window.get("follows")
+            else "no run, but for one follow-up run for those after this report"
+        )
         lines += [
             "",
-            f"Alerts for it until {closes} start no run either: the events feed lists every one under "
-            f"the resource `scaleops.alert-window.{window.get('id', '?')}`.",
+            f"Until {closes} alerts for it start {after}; the events feed lists every one under the "
+            f"resource `scaleops.alert-window.{window.get('id', '?')}`.",
         ]
     return "\n".join(lines)
 
@@ -316,6 +327,10 @@ def publish_report(
     if report.backfill:
         backfill = f"scaleops.backfill.{report.backfill}"
         related.append({"prefect.resource.id": backfill, "prefect.resource.role": "backfill"})
+    window = (report.triggered_by or {}).get("window") or {}
+    if window.get("id"):  # the alert bridge sees that this window's run has reported (one follow-up after)
+        window_id = f"scaleops.alert-window.{window['id']}"
+        related.append({"prefect.resource.id": window_id, "prefect.resource.role": "alert-window"})
     event_name = prefix + outcome
     resource = {"prefect.resource.id": resource_id, "scaleops.duty": report.duty, **(resource_labels or {})}
     event = emit_event(

@@ -14,7 +14,9 @@ triggers in prefect.yaml (`duty_routes`). The first firing alert for a duty open
 replicas and a restart agree) and is emitted as `scaleops.alert.firing` (the trigger starts the duty);
 the others that arrive before the window closes are emitted as `scaleops.alert.coalesced`, which no
 trigger expects: the window is a related resource of each (`scaleops.alert-window.<id>`), and the run the
-first one started lists them in its report. Resolved alerts start nothing (no trigger expects them).
+first one started lists them in its report. An alert that comes after that run has reported (its report
+event names the window) starts one follow-up run, whose window takes the storm's remaining alerts: at
+most one follow-up per storm. Resolved alerts start nothing (no trigger expects them).
 
 Contract: a bearer token is required unless started insecure (compared in constant time); bodies over
 the limit get 413; a body that is not valid JSON or not a valid payload gets 400 naming the field, never
@@ -38,9 +40,9 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -281,6 +283,10 @@ class Window:
     opened_at: datetime
     closes_at: datetime
     lead: bool
+    follows: str | None = None  # a follow-up window: the window whose run had already reported
+
+
+Reported = Callable[[str, datetime], Awaitable[bool]]  # (window id, opened at) -> has its run reported?
 
 
 def in_window(event: dict[str, Any], window: Window) -> dict[str, Any]:
@@ -294,6 +300,7 @@ def in_window(event: dict[str, Any], window: Window) -> dict[str, Any]:
             "opened_at": window.opened_at.isoformat(),
             "closes_at": window.closes_at.isoformat(),
             "lead": window.lead,
+            "follows": window.follows,
         },
     }
     related = {
@@ -392,6 +399,29 @@ class EventSink:
         if response.status_code >= 400:  # 5xx, 429, and 401/403/404 (the bridge's own setup): retry later
             raise PrefectUnavailable(f"Prefect API answered {response.status_code}")
 
+    async def window_reported(self, window_id: str, opened_at: datetime) -> bool:
+        """Whether a run has published its report for this window (duties relate their report event to
+        the window that started them). Unknown (Prefect unreachable) counts as not yet: attach."""
+        now = datetime.now(UTC)
+        body = {
+            "filter": {
+                "occurred": {
+                    "since": (opened_at - timedelta(minutes=5)).isoformat(),
+                    "until": (now + timedelta(minutes=5)).isoformat(),
+                },
+                "related": {"id": [f"{WINDOW_RESOURCE}.{window_id}"]},
+                "event": {"exclude_prefix": ["scaleops.alert."]},
+            },
+            "limit": 1,
+        }
+        try:
+            response = await self.client.post(f"{self.api_url}/events/filter", json=body)
+            response.raise_for_status()
+            return bool(response.json()["events"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("could not ask Prefect whether window %s has reported: %s", window_id, exc)
+            return False
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -454,7 +484,9 @@ class Dedupe(Protocol):
     async def claim(self, emissions: list[Emission], source: str) -> set[str]: ...
     async def confirm(self, ids: list[str]) -> None: ...
     async def release(self, ids: list[str]) -> None: ...
-    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]: ...
+    async def windows(
+        self, alerts: list[tuple[str, str]], seconds: float, reported: Reported | None = None
+    ) -> dict[str, Window]: ...
     async def close(self) -> None: ...
 
 
@@ -473,7 +505,9 @@ class NoDedupe:
     async def release(self, ids: list[str]) -> None:
         return None
 
-    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]:
+    async def windows(
+        self, alerts: list[tuple[str, str]], seconds: float, reported: Reported | None = None
+    ) -> dict[str, Window]:
         return {}  # no store, no windows: every alert starts its duty
 
     async def close(self) -> None:
@@ -492,7 +526,7 @@ returning event_id::text
 """
 
 _OPEN_WINDOW = """
-select id::text, opened_at, closes_at from alert_windows
+select id::text, opened_at, closes_at, follows::text from alert_windows
 where duty = %(duty)s and closes_at > now()
     and (state = 'emitted' or claimed_at > now() - make_interval(secs => %(stale)s))
 order by opened_at desc limit 1
@@ -502,7 +536,13 @@ _NEW_WINDOW = """
 insert into alert_windows (id, duty, lead_event_id, state, opened_at, closes_at)
 values (gen_random_uuid(), %(duty)s, %(lead)s::uuid, 'claimed', now(),
     now() + make_interval(secs => %(secs)s))
-returning id::text, opened_at, closes_at
+returning id::text, opened_at, closes_at, follows::text
+"""
+
+_FOLLOW_UP = """
+insert into alert_windows (id, duty, lead_event_id, state, opened_at, closes_at, follows)
+values (gen_random_uuid(), %(duty)s, %(lead)s::uuid, 'claimed', now(), %(closes)s, %(follows)s::uuid)
+returning id::text, opened_at, closes_at, follows::text
 """
 
 
@@ -604,16 +644,23 @@ class PostgresDedupe:
                 "delete from alert_emissions where event_id = any(%s::uuid[]) and state = 'claimed'", (ids,)
             )
             # a window whose lead never reached Prefect started nothing: the sender's retry opens it again
+            # (a follow-up's: the window it followed is open again, so the retry follows it up again)
             await conn.execute(
-                "delete from alert_windows where lead_event_id = any(%s::uuid[]) and state = 'claimed'",
+                "with gone as (delete from alert_windows where lead_event_id = any(%s::uuid[])"
+                " and state = 'claimed' returning follows, closes_at)"
+                " update alert_windows w set closes_at = gone.closes_at from gone where w.id = gone.follows",
                 (ids,),
             )
 
-    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]:
+    async def windows(
+        self, alerts: list[tuple[str, str]], seconds: float, reported: Reported | None = None
+    ) -> dict[str, Window]:
         """Place each (event id, duty) in its duty's open window, opening one where none is open. Per
         duty under a transaction-scoped advisory lock: two replicas never open two windows at once. A
         window whose lead was claimed but never confirmed (the request died) counts as closed after
-        `claim_seconds`, so a crash never leaves a window that started nothing."""
+        `claim_seconds`, so a crash never leaves a window that started nothing. When the open window's
+        run has already `reported`, the alert opens one follow-up window instead (until the first would
+        have closed); a follow-up window never gets a follow-up of its own."""
         placed: dict[str, Window] = {}
         by_duty: dict[str, list[str]] = {}
         for event, duty in alerts:
@@ -628,16 +675,26 @@ class PostgresDedupe:
                     cursor = await conn.execute(_OPEN_WINDOW, {"duty": duty, "stale": self.claim_seconds})
                     row = await cursor.fetchone()
                     members = ids
+                    opened: Any = None
                     if row is None:
-                        cursor = await conn.execute(
+                        opened = await conn.execute(
                             _NEW_WINDOW, {"duty": duty, "lead": ids[0], "secs": seconds}
                         )
-                        row = await cursor.fetchone()
+                    elif row[3] is None and reported is not None and await reported(str(row[0]), row[1]):
+                        await conn.execute(
+                            "update alert_windows set closes_at = now() where id = %s::uuid", (row[0],)
+                        )
+                        opened = await conn.execute(
+                            _FOLLOW_UP, {"duty": duty, "lead": ids[0], "closes": row[2], "follows": row[0]}
+                        )
+                    if opened is not None:  # this request's first alert leads a new window
+                        row = await opened.fetchone()
                         assert row is not None
-                        placed[ids[0]] = Window(str(row[0]), duty, row[1], row[2], lead=True)
+                        placed[ids[0]] = Window(str(row[0]), duty, row[1], row[2], lead=True, follows=row[3])
                         members = ids[1:]
+                    assert row is not None
                     for event in members:
-                        placed[event] = Window(str(row[0]), duty, row[1], row[2], lead=False)
+                        placed[event] = Window(str(row[0]), duty, row[1], row[2], lead=False, follows=row[3])
                     await conn.execute(
                         "update alert_windows set alerts = alerts + %s where id = %s::uuid and %s > 0",
                         (len(members), row[0], len(members)),
@@ -773,8 +830,9 @@ def create_app(
         ]
         if not routed:
             return to_send
+        reported: Reported | None = getattr(sink, "window_reported", None)
         try:
-            placed = await store.windows(routed, coalesce.seconds)
+            placed = await store.windows(routed, coalesce.seconds, reported)
         except Exception as exc:
             stats.dedupe_errors.inc()
             log.warning(

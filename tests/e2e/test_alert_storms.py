@@ -1,12 +1,18 @@
 """Alerts against the sandbox's real bridge, Prefect server and worker: an alert storm (three
 ReplicationLagHigh for three instances plus one BackupMissing) starts one backup-verification run whose
 report names every alert; the alert's `database` label arrives as the run's `first` parameter; a
-resolved alert starts nothing."""
+resolved alert starts nothing; alerts after the storm's run reported start one follow-up run."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,11 +33,51 @@ def deployed(sandbox_env: dict[str, str]) -> dict[str, str]:
     return sandbox_env
 
 
-def post(env: dict[str, str], *alerts: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def this_bridge(deployed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second bridge replica running this checkout's code (the sandbox's may have started before it),
+    with the sandbox's settings: same PostgreSQL, so it shares the sandbox bridge's windows."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("bridge") / "bridge.log"
+    command = [
+        sys.executable,
+        "-m",
+        "scaleops.cli",
+        "alerts",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    root = Path(__file__).resolve().parents[2]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=root, env={**os.environ, **deployed}, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, 60, "this checkout's bridge")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def post(env: dict[str, str], *alerts: dict[str, Any], bridge: str | None = None) -> None:
     status = alerts[0]["status"]
     webhook = {"version": "4", "status": status, "receiver": "scaleops", "alerts": list(alerts)}
     auth = {"Authorization": f"Bearer {env['SCALEOPS_ALERTS__TOKEN']}"}
-    answer = httpx.post(f"{env['SCALEOPS_ALERTS__URL']}/alertmanager", json=webhook, headers=auth, timeout=10)
+    url = bridge or env["SCALEOPS_ALERTS__URL"]
+    answer = httpx.post(f"{url}/alertmanager", json=webhook, headers=auth, timeout=10)
     assert answer.status_code == 202, answer.text
 
 
@@ -155,3 +201,48 @@ def test_a_resolved_alert_starts_nothing(deployed: dict[str, str]) -> None:
     holds_for(
         lambda: len(started_by(api, dep_id, {down["fingerprint"]})) == 1, 10, what="no run for the resolution"
     )
+
+
+def test_alerts_after_the_storms_run_reported_start_one_follow_up(
+    deployed: dict[str, str], this_bridge: str
+) -> None:
+    api = deployed["PREFECT_API_URL"]
+    dep_id = deployment_id(api, "backup-verification")
+    close_alert_windows(deployed, "backup-verification")
+    first = alert("BackupMissing", database="postgres")
+    post(deployed, first, bridge=this_bridge)
+    (run,) = wait_for(lambda: started_by(api, dep_id, {first["fingerprint"]}), 60, "the storm's run")
+    window = run["parameters"]["alert"]["window"]
+    # its report event names the window: the bridge asks Prefect for it
+    wait_for(
+        lambda: events(
+            api,
+            {
+                "event": {"prefix": ["scaleops.backup."]},
+                "related": {"id": [f"scaleops.alert-window.{window['id']}"]},
+            },
+        ),
+        600,
+        "the storm's run to report",
+    )
+    late, later = (alert("ReplicationLagHigh", instance=f"pg-late-{uuid.uuid4().hex[:6]}") for _ in range(2))
+    post(deployed, late, bridge=this_bridge)
+    (follow_up,) = wait_for(lambda: started_by(api, dep_id, {late["fingerprint"]}), 60, "the follow-up run")
+    assert follow_up["parameters"]["alert"]["window"]["follows"] == window["id"]
+    post(deployed, later)  # through the sandbox's bridge: the other replica shares the windows
+    holds_for(
+        lambda: not started_by(api, dep_id, {later["fingerprint"]}), 10, what="no run after the follow-up"
+    )
+
+    (published,) = wait_for(
+        lambda: events(
+            api,
+            {
+                "event": {"prefix": ["scaleops.backup."]},
+                "related": {"id": [f"prefect.flow-run.{follow_up['id']}"]},
+            },
+        ),
+        600,
+        "the follow-up's report",
+    )
+    assert [a["fingerprint"] for a in published["payload"]["coalesced_alerts"]] == [later["fingerprint"]]

@@ -151,3 +151,45 @@ def test_a_window_whose_lead_never_reached_prefect_is_opened_by_the_retry(store_
         assert up.post("/alertmanager", json=lead, headers=AUTH).status_code == 202
         up.post("/alertmanager", json=webhook("ReplicationLagHigh", instance="pg-1"), headers=AUTH)
     assert [e["event"] for e in sink.events] == ["scaleops.alert.firing", "scaleops.alert.coalesced"]
+
+
+class ReportingSink(RecordingSink):
+    """Answers whether a window's run has reported, as the bridge asks Prefect's events."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(fail)
+        self.reported: set[str] = set()
+
+    async def window_reported(self, window_id: str, opened_at: Any) -> bool:
+        return window_id in self.reported
+
+
+def test_alerts_after_the_storms_run_reported_start_one_follow_up(store_dsn: str) -> None:
+    sink = ReportingSink()
+    with bridge(sink, store_dsn) as client:
+        client.post("/alertmanager", json=webhook("BackupMissing", database="app"), headers=AUTH)
+        first = sink.events[0]["payload"]["window"]["id"]
+        sink.reported.add(first)
+        late = webhook("ReplicationLagHigh", instance="pg-1")
+        # the follow-up's lead does not reach Prefect: the storm's window is open again for the retry
+        failing = ReportingSink(fail=True)
+        failing.reported = sink.reported
+        with bridge(failing, store_dsn) as down:
+            assert down.post("/alertmanager", json=late, headers=AUTH).status_code == 503
+        assert client.post("/alertmanager", json=late, headers=AUTH).status_code == 202
+        client.post("/alertmanager", json=webhook("ReplicationLagHigh", instance="pg-2"), headers=AUTH)
+        follow_up = sink.events[1]["payload"]["window"]
+        sink.reported.add(follow_up["id"])
+        client.post("/alertmanager", json=webhook("ReplicationLagHigh", instance="pg-3"), headers=AUTH)
+    assert [e["event"] for e in sink.events] == [
+        "scaleops.alert.firing",
+        "scaleops.alert.firing",  # the one follow-up
+        "scaleops.alert.coalesced",
+        "scaleops.alert.coalesced",  # the follow-up reported too: no follow-up of a follow-up
+    ]
+    assert follow_up["follows"] == first and follow_up["lead"]
+    assert {e["payload"]["window"]["id"] for e in sink.events[1:]} == {follow_up["id"]}
+    assert windows(store_dsn) == [
+        ("backup-verification", "emitted", 1),
+        ("backup-verification", "emitted", 3),
+    ]

@@ -65,3 +65,10 @@ def test_a_run_no_alert_started_says_nothing_about_alerts() -> None:
     # an alert without a window (coalescing off), or one attached to another run's window: no lookup
     assert coalesced_alerts({"alertname": "X"}) == []
     assert coalesced_alerts({"alertname": "X", "window": {**WINDOW, "lead": False}}) == []
+
+
+def test_a_follow_up_says_which_window_it_follows() -> None:
+    follow_up = {**LEAD, "window": {**WINDOW, "id": "w2", "follows": WINDOW["id"]}}
+    text = alert_markdown(DutyReport(duty="backup-verification", triggered_by=alert_context(follow_up)))
+    assert "A follow-up: it came after the run for this storm's first alerts had reported" in text
+    assert f"(window `scaleops.alert-window.{WINDOW['id']}`)" in text

@@ -68,7 +68,9 @@ class MemoryStore:
         self.claimed -= set(ids)
         self.open = {d: (w, lead) for d, (w, lead) in self.open.items() if lead not in ids}
 
-    async def windows(self, alerts: list[tuple[str, str]], seconds: float) -> dict[str, Window]:
+    async def windows(
+        self, alerts: list[tuple[str, str]], seconds: float, reported: Any = None
+    ) -> dict[str, Window]:
         if self.windows_down:
             raise ConnectionError("store unreachable")
         placed = {}
@@ -77,6 +79,16 @@ class MemoryStore:
             if current is None or current[0].closes_at <= self.clock:
                 window = Window(
                     str(uuid.uuid4()), duty, self.clock, self.clock + timedelta(seconds=seconds), lead=True
+                )
+                self.open[duty] = (window, event)
+                placed[event] = window
+            elif (
+                current[0].follows is None
+                and reported
+                and await reported(current[0].id, current[0].opened_at)
+            ):
+                window = Window(
+                    str(uuid.uuid4()), duty, self.clock, current[0].closes_at, True, current[0].id
                 )
                 self.open[duty] = (window, event)
                 placed[event] = window
@@ -147,6 +159,40 @@ def test_an_alert_storm_starts_one_run_and_attaches_the_others() -> None:
         assert related["prefect.resource.id"] == f"scaleops.alert-window.{window}"
         assert event["payload"]["window"]["duty"] == "backup-verification"
     assert 'scaleops_alerts_coalesced_total{duty="backup-verification"} 3.0' in client.get("/metrics").text
+
+
+class ReportingSink(RecordingSink):
+    """A sink that also answers whether a window's run has reported (as Prefect's events do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported: set[str] = set()
+
+    async def window_reported(self, window_id: str, opened_at: datetime) -> bool:
+        return window_id in self.reported
+
+
+def test_alerts_after_the_run_reported_start_one_follow_up() -> None:
+    sink, store = ReportingSink(), MemoryStore()
+    client = bridge(sink, store)
+    client.post("/alertmanager", json=webhook(alert("BackupMissing", database="app")), headers=AUTH)
+    client.post("/alertmanager", json=webhook(alert("ReplicationLagHigh", instance="pg-1")), headers=AUTH)
+    first = sink.events[0]["payload"]["window"]["id"]
+    sink.reported.add(first)  # the storm's run published its report: later alerts are in no report
+    late = [alert("ReplicationLagHigh", instance=f"pg-{i}") for i in (2, 3)]
+    client.post("/alertmanager", json=webhook(*late), headers=AUTH)
+    follow_up = sink.events[2]["payload"]["window"]
+    assert follow_up["follows"] == first and follow_up["lead"]
+    sink.reported.add(follow_up["id"])  # the follow-up reported too: no follow-up of a follow-up
+    client.post("/alertmanager", json=webhook(alert("ReplicationLagHigh", instance="pg-4")), headers=AUTH)
+    assert [e["event"].rsplit(".", 1)[1] for e in sink.events] == [
+        "firing",
+        "coalesced",
+        "firing",  # the one follow-up run
+        "coalesced",
+        "coalesced",
+    ]
+    assert {e["payload"]["window"]["id"] for e in sink.events[2:]} == {follow_up["id"]}
 
 
 def test_windows_are_per_duty_and_close() -> None:
