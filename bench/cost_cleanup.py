@@ -275,10 +275,11 @@ def seed(scope: AwsScope, total: int) -> dict[str, int]:
         orphans = [s for i, s in enumerate(snaps) if i % 3][: n_images // 2]  # some orphans an AMI uses
         list(pool.map(image, range(n_images)))
         list(pool.map(address, range(n_addresses)))
-        list(pool.map(balancer, range(n_lbs)))
         list(
             pool.map(lambda i: s3.create_multipart_upload(Bucket=bucket(), Key=f"part/{i}"), range(n_uploads))
         )
+    for i in range(n_lbs):  # one at a time: moto's ELBv2 is not thread-safe (CreateTargetGroup: HTTP 500)
+        balancer(i)
     return {
         "instances": len(launched) + (n_images + 1) // 2,
         "volumes": n_volumes,
