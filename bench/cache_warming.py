@@ -1,6 +1,6 @@
 """cache-warming vs `psql COPY ... | redis-cli --pipe` vs `redis-benchmark -t set -P 64` (the ceiling).
 
-    .venv/bin/python -m bench.cache_warming [--rows 1000000] [--profile] [--keep-rows]
+    .venv/bin/python -m bench.cache_warming [--rows 1000000] [--profile] [--keep-rows] [--info-every 25]
 
 Needs the sandbox's PostgreSQL and Prefect (brought up if missing). Each contender writes the same rows
 (`bench.cache_rows`: key, ~200-byte value, hotness) with `SET key value EX ttl±10%` into its own fresh,
@@ -197,9 +197,19 @@ def main(argv: list[str]) -> int:
         help=f"leave {TABLE} in the sandbox for the next run (dropped by default)",
     )
     parser.add_argument(
+        "--info-every",
+        type=int,
+        default=None,
+        help="ask INFO memory every N batches (default: the warmer's, 25; 1 = before issue 17)",
+    )
+    parser.add_argument(
         "--batch-sizes", default="", help="comma-separated: also time the flow's warm step at each batch size"
     )
     args = parser.parse_args(argv)
+    if args.info_every is not None:
+        import tasks.cache.redis
+
+        tasks.cache.redis.INFO_EVERY_BATCHES = args.info_every
 
     from scaleops.core.settings import Settings
     from scaleops.sandbox.manager import Sandbox, apply_env

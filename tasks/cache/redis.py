@@ -240,6 +240,10 @@ class WarmResult:
     memory_checks: int = 0  # INFO memory round trips the budget made
 
 
+# How often the budget asks INFO memory (in batches); projected from bytes written in between.
+INFO_EVERY_BATCHES = 25
+
+
 class Budget:
     """Stop before used memory would pass `fraction` × maxmemory on any node.
 
@@ -259,7 +263,7 @@ class Budget:
         fraction: float,
         overhead: int = 96,
         margin: float = 1.25,
-        check_every: int = 25,
+        check_every: int | None = None,
     ):
         self.start_used = [n.used_memory for n in start]
         self.limits = [int(n.limit * fraction) for n in start]
@@ -267,7 +271,7 @@ class Budget:
         self.fraction = fraction
         self.overhead = overhead
         self.margin = margin
-        self.check_every = max(1, check_every)
+        self.check_every = max(1, INFO_EVERY_BATCHES if check_every is None else check_every)
         self.used: list[int] | None = None  # the last INFO answer, per node
         self.unmeasured = [0] * len(start)  # keys in flight at that answer or sent since, per node
         self.acked_at_check = 0  # keys acknowledged when INFO answered (pairs with `used` for the cost)
