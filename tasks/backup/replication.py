@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3  # noqa: F401 - imported once here, not first inside concurrent task threads
-from botocore.exceptions import FlexibleChecksumError
+from botocore.exceptions import ClientError, FlexibleChecksumError
 from pydantic import BaseModel, Field
 
 from scaleops.core.clients import s3_bucket, s3_client
@@ -45,6 +45,10 @@ class ReplicationDiff(ReplicationFindings):
 
     to_hash: list[str] = Field(default_factory=list, description="ETags differ and are not both MD5s")
     sampled: list[str] = Field(default_factory=list, description="equal ETags, hashed anyway (deep sample)")
+    by_checksum: list[str] = Field(
+        default_factory=list,
+        description="ETags differ; decided by S3's full-object checksums, not downloaded",
+    )
     since: dict[str, datetime] = Field(default_factory=dict, description="flagged key -> its LastModified")
 
 
@@ -106,6 +110,66 @@ def diff_listings(
     return diff
 
 
+# S3's checksums of a whole object, strongest first; a composite checksum (of the parts) depends on the part
+# sizes and cannot compare two copies uploaded in other parts.
+FULL_OBJECT_CHECKSUMS = (
+    "ChecksumSHA256",
+    "ChecksumCRC64NVME",
+    "ChecksumSHA1",
+    "ChecksumCRC32C",
+    "ChecksumCRC32",
+)
+
+
+def full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, value) of the object's full-object checksum in a HeadObject(ChecksumMode=ENABLED) answer,
+    or None: no checksum stored, or a composite one."""
+    kind = head.get("ChecksumType")
+    if kind == "COMPOSITE" or (kind is None and "-" in str(head.get("ETag", ""))):
+        return None
+    for name in FULL_OBJECT_CHECKSUMS:
+        value = head.get(name)
+        if value and "-" not in str(value):
+            return name, str(value)
+    return None
+
+
+def compare_checksums(
+    primary_client: Any,
+    primary_bucket: str,
+    replica_client: Any,
+    replica_bucket: str,
+    keys: list[str],
+    *,
+    workers: int = 8,
+) -> dict[str, bool]:
+    """key -> same bytes?, for the pairs whose two copies both carry a full-object checksum of one algorithm
+    (HeadObject on both, in parallel). Pairs left out (a checksum missing on either side, composite, or of
+    different algorithms) must be hashed."""
+    if not keys:
+        return {}
+
+    def checksum(client: Any, bucket: str, key: str) -> tuple[str, str] | None:
+        try:
+            return full_object_checksum(client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
+        except ClientError:  # gone since the listing, or no right to read it: let hashing decide and say
+            return None
+
+    def one(key: str) -> tuple[str, tuple[str, str] | None, tuple[str, str] | None]:
+        return (
+            key,
+            checksum(primary_client, primary_bucket, key),
+            checksum(replica_client, replica_bucket, key),
+        )
+
+    decided: dict[str, bool] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+        for key, p, r in pool.map(one, keys):
+            if p is not None and r is not None and p[0] == r[0]:
+                decided[key] = p[1] == r[1]
+    return decided
+
+
 def hash_pairs(
     primary_client: Any,
     primary_bucket: str,
@@ -148,7 +212,8 @@ def check_replication(
     seed: int = 0,
     workers: int = 8,
 ) -> ReplicationDiff:
-    """List both regions (concurrently), diff them, hash what the listings leave open."""
+    """List both regions (concurrently), diff them, compare S3's full-object checksums of the pairs the
+    listings leave open, and hash only the pairs without comparable checksums (and the deep sample)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         p_future = pool.submit(list_objects, primary_client, primary_bucket, prefix)
         r_future = pool.submit(list_objects, replica_client, replica_bucket, prefix)
@@ -157,6 +222,13 @@ def check_replication(
     diff = diff_listings(
         primary, replica, now=now, sla_seconds=sla_seconds, deep_sample=deep_sample, seed=seed
     )
+    decided = compare_checksums(
+        primary_client, primary_bucket, replica_client, replica_bucket, diff.to_hash, workers=workers
+    )
+    diff.by_checksum = sorted(decided)
+    diff.to_hash = [key for key in diff.to_hash if key not in decided]
+    if decided:
+        log.info("%d pair(s) with other ETags decided by S3's full-object checksums", len(decided))
     keys = diff.to_hash + diff.sampled
     if keys:
         log.info(
@@ -166,7 +238,7 @@ def check_replication(
             len(diff.sampled),
         )
     hashes = hash_pairs(primary_client, primary_bucket, replica_client, replica_bucket, keys, workers=workers)
-    bad = {key for key, (p, r) in hashes.items() if p != r}
+    bad = {key for key, (p, r) in hashes.items() if p != r} | {k for k, same in decided.items() if not same}
     diff.checksum_mismatch = sorted(set(diff.checksum_mismatch) | bad)
     return diff
 
@@ -213,6 +285,9 @@ def wait_for_replica(settings: Settings, expected: dict[str, int], timeout: floa
 class ReplicationReport(ReplicationFindings):
     hashed: int = Field(default=0, description="objects downloaded and hashed in both regions")
     sampled: int = Field(default=0, description="of those, the deep sample (equal ETags)")
+    by_checksum: int = Field(
+        default=0, description="pairs with other ETags decided by S3's full-object checksums"
+    )
 
 
 def apply_replication(report: BackupReport, diff: ReplicationDiff, settings: Settings) -> None:
@@ -221,6 +296,7 @@ def apply_replication(report: BackupReport, diff: ReplicationDiff, settings: Set
         **diff.model_dump(include=set(ReplicationFindings.model_fields)),
         hashed=len(diff.to_hash) + len(diff.sampled),
         sampled=len(diff.sampled),
+        by_checksum=len(diff.by_checksum),
     )
     report.since.update({k: v.isoformat() for k, v in diff.since.items()})
     s3 = settings.s3

@@ -130,8 +130,9 @@ def render_markdown(report: BackupReport, settings: Settings) -> str:
         "",
         "## Replication",
         "",
-        f"{r.objects_checked} object(s) checked from listings; {r.hashed} hashed in both regions "
-        f"({r.sampled} as deep sample); pending within SLA: {len(r.pending)}.",
+        f"{r.objects_checked} object(s) checked from listings; {r.by_checksum} compared by S3's full-object "
+        f"checksums; {r.hashed} hashed in both regions ({r.sampled} as deep sample); "
+        f"pending within SLA: {len(r.pending)}.",
     ]
     for x in report.restore:
         verdict = "passed" if not x.checks_failed else "FAILED"

@@ -3,11 +3,13 @@ read and hash objects, JSON objects, batched deletes. Plain functions over a bot
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import logging
 import threading
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -88,6 +90,11 @@ def upload_stream(
 ) -> Upload:
     """Stream `stream` into `bucket/key` by multipart upload, hashing SHA-256 on the way.
 
+    A multipart object gets S3's full-object CRC32 checksum (`ChecksumType=FULL_OBJECT`: the same value
+    whatever the part sizes, so a replica copied in other parts can be compared without downloading it;
+    SHA-256 full-object checksums do not exist for multipart uploads, and CRC64NVME needs awscrt). Each
+    part carries its own CRC32 and the whole object's, computed while reading, goes with the completion.
+
     A stream shorter than one part is a single PUT. Otherwise up to `in_flight` parts upload in parallel
     while the next one is read, so memory holds at most `in_flight + 1` parts whatever the stream's
     length (and the producer, e.g. pg_dump, is not held up by each upload). On any error the upload is
@@ -101,7 +108,14 @@ def upload_stream(
         answer = client.put_object(Bucket=bucket, Key=key, Body=first, Metadata=metadata or {})
         etag = str(answer["ETag"]).strip('"')
         return Upload(key=key, bytes=len(first), sha256=hasher.hexdigest(), etag=etag, parts=1)
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})["UploadId"]
+    upload_id = client.create_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        Metadata=metadata or {},
+        ChecksumAlgorithm="CRC32",
+        ChecksumType="FULL_OBJECT",
+    )["UploadId"]
+    crc = 0
     slots = threading.BoundedSemaphore(max(1, in_flight))
     futures: list[Future[dict[str, Any]]] = []
     total = 0
@@ -109,9 +123,14 @@ def upload_stream(
     def send(number: int, body: bytes) -> dict[str, Any]:
         try:
             answer = client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm="CRC32",
             )
-            return {"ETag": answer["ETag"], "PartNumber": number}
+            return {"ETag": answer["ETag"], "PartNumber": number, "ChecksumCRC32": answer["ChecksumCRC32"]}
         finally:
             slots.release()
 
@@ -122,6 +141,7 @@ def upload_stream(
                 if not body and futures:
                     break
                 hasher.update(body)
+                crc = zlib.crc32(body, crc)
                 total += len(body)
                 slots.acquire()
                 failed = next((f for f in futures if f.done() and f.exception()), None)
@@ -135,7 +155,12 @@ def upload_stream(
                 body = _read_exactly(stream, part_size)
             parts = [f.result() for f in futures]
         done = client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+            ChecksumType="FULL_OBJECT",
+            ChecksumCRC32=base64.b64encode(crc.to_bytes(4, "big")).decode(),
         )
     except BaseException:
         with contextlib.suppress(Exception):

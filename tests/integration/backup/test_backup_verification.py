@@ -95,6 +95,7 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
         "corrupted": os.urandom(4096),
         "corrupted_multipart": os.urandom(11 * MIB),
         "other_part_size": os.urandom(12 * MIB),  # 5 MiB parts; the replicator copies it in 8 MiB parts
+        "checksummed_copy": os.urandom(11 * MIB),  # copied below in 6 MiB parts with its full-object checksum
         "healthy": os.urandom(2000),
     }
     for name, body in objects.items():
@@ -118,6 +119,16 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
     replica.put_object(Bucket=replica_bucket, Key=prefix + "corrupted", Body=flipped)
     bad = objects["corrupted_multipart"][:-1] + b"\0"
     multipart_put(replica, replica_bucket, prefix + "corrupted_multipart", bad, 6 * MIB)
+    # a healthy copy in other parts that, like the backup step's uploads, carries S3's full-object checksum
+    # (the sandbox replicator's copies carry none: "other_part_size" above)
+    multipart_put(replica, replica_bucket, prefix + "checksummed_copy", objects["checksummed_copy"], 6 * MIB)
+    for name in ("corrupted_multipart", "checksummed_copy"):
+        copies = [
+            c.head_object(Bucket=b, Key=prefix + name, ChecksumMode="ENABLED")
+            for c, b in ((primary, primary_bucket), (replica, replica_bucket))
+        ]
+        assert copies[0]["ETag"] != copies[1]["ETag"]
+        assert all(c["ChecksumType"] == "FULL_OBJECT" and c["ChecksumCRC32"] for c in copies)
 
     # a new object, copied and then lost: pending while younger than the SLA, missing after. It goes in
     # 3 s after the newest object above by S3's own timestamps (which the check compares), no sooner
@@ -138,14 +149,17 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
         sla_seconds=2.5,
         deep_sample=1.0,
     )
-    assert diff.objects_checked == 7
+    assert diff.objects_checked == 8
     assert diff.missing == [prefix + "deleted"]
     assert diff.extra == [prefix + "extra"]
     assert diff.size_mismatch == [prefix + "grown"]
     assert diff.checksum_mismatch == [prefix + "corrupted", prefix + "corrupted_multipart"]
     assert diff.pending == [prefix + "new"]
-    # other part size: decided by hashing both, not flagged; healthy: equal ETags, deep-sampled
-    assert prefix + "other_part_size" in diff.to_hash
+    # other part size without a checksum on the replica: decided by hashing both, not flagged; other part
+    # sizes with full-object checksums on both sides: decided by the checksums (the corrupted one flagged,
+    # the healthy copy not), neither downloaded; healthy: equal ETags, deep-sampled
+    assert diff.to_hash == [prefix + "other_part_size"]
+    assert diff.by_checksum == [prefix + "checksummed_copy", prefix + "corrupted_multipart"]
     assert diff.sampled == [prefix + "healthy"]
 
     # the same bucket state through the flow, once "new" is older than a 2 s SLA
@@ -163,7 +177,7 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
     assert report.replication.missing == [prefix + "deleted", prefix + "new"]
     assert report.replication.checksum_mismatch == [prefix + "corrupted", prefix + "corrupted_multipart"]
     assert prefix + "other_part_size" not in report.replication.checksum_mismatch
-    assert report.replication.hashed == 2
+    assert report.replication.hashed == 1 and report.replication.by_checksum == 2
     assert any("missing from s3://" in p for p in report.problems)
 
 

@@ -193,18 +193,23 @@ class FakeS3:
         self.parts: dict[int, int] = {}
         self.aborted = False
         self.completed: list[dict[str, object]] = []
+        self.created: dict[str, object] = {}
+        self.complete_args: dict[str, object] = {}
 
-    def create_multipart_upload(self, **_: object) -> dict[str, str]:
+    def create_multipart_upload(self, **kwargs: object) -> dict[str, str]:
+        self.created = kwargs
         return {"UploadId": "u1"}
 
-    def upload_part(self, PartNumber: int, Body: bytes, **_: object) -> dict[str, str]:  # noqa: N803
+    def upload_part(self, PartNumber: int, Body: bytes, **kwargs: object) -> dict[str, str]:  # noqa: N803
         if PartNumber == self.fail_part:
             raise ConnectionError("reset")
+        assert kwargs["ChecksumAlgorithm"] == "CRC32"
         self.parts[PartNumber] = len(Body)
-        return {"ETag": f'"e{PartNumber}"'}
+        return {"ETag": f'"e{PartNumber}"', "ChecksumCRC32": f"c{PartNumber}"}
 
-    def complete_multipart_upload(self, MultipartUpload: dict, **_: object) -> dict[str, str]:  # noqa: N803
+    def complete_multipart_upload(self, MultipartUpload: dict, **kwargs: object) -> dict[str, str]:  # noqa: N803
         self.completed = MultipartUpload["Parts"]
+        self.complete_args = kwargs
         return {"ETag": '"x-3"'}
 
     def abort_multipart_upload(self, **_: object) -> None:
@@ -216,14 +221,24 @@ class FakeS3:
 
 
 def test_upload_stream_hashes_in_order_and_aborts_on_a_failed_part() -> None:
+    import base64
     import hashlib
     import io
+    import zlib
 
     data = bytes(range(256)) * 41  # 10,496 bytes: parts of 4096, 4096, 2304
     fake = FakeS3()
     done = upload_stream(fake, "b", "k", io.BytesIO(data), part_size=4096, in_flight=2)
     assert done.sha256 == hashlib.sha256(data).hexdigest() and done.bytes == len(data) and done.parts == 3
-    assert fake.completed == [{"ETag": f'"e{n}"', "PartNumber": n} for n in (1, 2, 3)]
+    assert fake.completed == [
+        {"ETag": f'"e{n}"', "PartNumber": n, "ChecksumCRC32": f"c{n}"} for n in (1, 2, 3)
+    ]
+    # S3's full-object CRC32 (the same whatever the part sizes): asked at creation, the whole object's sent
+    assert fake.created["ChecksumAlgorithm"] == "CRC32" and fake.created["ChecksumType"] == "FULL_OBJECT"
+    whole = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert (
+        fake.complete_args["ChecksumType"] == "FULL_OBJECT" and fake.complete_args["ChecksumCRC32"] == whole
+    )
     assert fake.parts == {1: 4096, 2: 4096, 3: 2304}
 
     small = FakeS3()
@@ -234,3 +249,18 @@ def test_upload_stream_hashes_in_order_and_aborts_on_a_failed_part() -> None:
     with pytest.raises(ConnectionError):
         upload_stream(failing, "b", "k", io.BytesIO(data * 4), part_size=4096, in_flight=2)
     assert failing.aborted and failing.completed == []
+
+
+def test_only_full_object_checksums_decide_a_pair() -> None:
+    from tasks.backup.replication import full_object_checksum
+
+    multipart = {"ETag": '"4d26-3"', "ChecksumType": "FULL_OBJECT", "ChecksumCRC32": "CoS9DQ=="}
+    assert full_object_checksum(multipart) == ("ChecksumCRC32", "CoS9DQ==")
+    single = {"ETag": '"9e107d9d372bb6826bd81d3542a419d6"', "ChecksumSHA256": "abc=", "ChecksumCRC32": "x=="}
+    assert full_object_checksum(single) == ("ChecksumSHA256", "abc=")  # the strongest one
+    # composite (of the parts: depends on part sizes), none stored, or a multipart ETag without a type
+    assert (
+        full_object_checksum({"ETag": '"a-3"', "ChecksumType": "COMPOSITE", "ChecksumSHA256": "s-3"}) is None
+    )
+    assert full_object_checksum({"ETag": '"a-3"', "ChecksumType": "FULL_OBJECT"}) is None
+    assert full_object_checksum({"ETag": '"a-3"', "ChecksumCRC32": "CoS9DQ=="}) is None
