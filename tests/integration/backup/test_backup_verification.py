@@ -107,6 +107,21 @@ def test_each_replication_fault_class_is_found_and_other_part_sizes_are_not(pref
         else:
             primary.put_object(Bucket=primary_bucket, Key=key, Body=body)
     wait_replicated({prefix + n: len(b) for n, b in objects.items() if n != "extra"})
+    # a replica copied in 8 MiB parts *without* a full-object checksum (what boto3's managed copy makes,
+    # and any object uploaded before the backup step wrote checksums): only hashing can decide it
+    from boto3.s3.transfer import TransferConfig
+
+    replica.copy(
+        {"Bucket": primary_bucket, "Key": prefix + "other_part_size"},
+        replica_bucket,
+        prefix + "other_part_size",
+        SourceClient=primary,
+        Config=TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB),
+    )
+    unsummed = replica.head_object(
+        Bucket=replica_bucket, Key=prefix + "other_part_size", ChecksumMode="ENABLED"
+    )
+    assert not any(k.startswith("Checksum") and k != "ChecksumType" for k in unsummed)
     listed = list_objects(replica, replica_bucket, prefix)
     source = list_objects(primary, primary_bucket, prefix)
     assert listed[prefix + "other_part_size"].etag != source[prefix + "other_part_size"].etag
