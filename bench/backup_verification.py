@@ -44,7 +44,9 @@ def sandbox_settings() -> Settings:
 
 
 # ------------------------------------------------------------------------------------------------ replication
-def populate(settings: Settings, prefix: str, objects: int, multipart: int) -> dict[str, str]:
+def populate(
+    settings: Settings, prefix: str, objects: int, multipart: int, checksums: bool = True
+) -> dict[str, str]:
     """Upload `objects` objects (of which `multipart` are 9 MiB multipart ones, 5 MiB parts), wait for the
     sandbox replicator to copy them, then damage the replica. Returns key -> expected finding."""
     primary, pbucket = s3_client(settings, "primary"), s3_bucket(settings, "primary")
@@ -69,14 +71,19 @@ def populate(settings: Settings, prefix: str, objects: int, multipart: int) -> d
         list(pool.map(put_multipart, range(multipart)))
         list(pool.map(put_small, range(small)))
     print(f"  uploaded {objects} objects in {time.perf_counter() - started:.1f} s; copying to the replica")
-    # Copy as the sandbox replicator does (8 MiB parts: multipart copies get other ETags), in parallel:
-    # the replicator alone copies one object at a time. It then sees equal ETags and records them.
+    # Copy as the sandbox replicator does (8 MiB parts: multipart copies get other ETags; the full-object
+    # checksum kept, as CRR keeps it, unless `checksums` is off), in parallel: the replicator alone copies
+    # one object at a time. It then sees equal ETags and records them.
+    from scaleops.sandbox.replicator import copy_object
+
+    def copy(key: str) -> None:
+        if checksums:
+            copy_object(primary, pbucket, replica, rbucket, key, sizes[key])
+        else:  # boto3's managed copy: no full-object checksum on the replica (the check must hash)
+            replica.copy({"Bucket": pbucket, "Key": key}, rbucket, key, SourceClient=primary)
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(
-            pool.map(
-                lambda k: replica.copy({"Bucket": pbucket, "Key": k}, rbucket, k, SourceClient=primary), sizes
-            )
-        )
+        list(pool.map(copy, sizes))
     found = wait_for_objects(replica, rbucket, sizes, timeout=600, interval=3)
     if found != set(sizes):
         raise SystemExit(f"only {len(found)} of {len(sizes)} objects reached the replica")
@@ -169,10 +176,13 @@ def rclone_check(settings: Settings, prefix: str) -> tuple[float, dict[str, str]
     return seconds, found, summary
 
 
-def bench_replication(settings: Settings, objects: int, multipart: int, rounds: int) -> None:
+def bench_replication(
+    settings: Settings, objects: int, multipart: int, rounds: int, checksums: bool = True
+) -> None:
     prefix = f"bench/replication/{uuid.uuid4().hex[:8]}/"
     print(f"replication check: {objects} objects ({multipart} multipart, 9 MiB) under {prefix}")
-    expected = populate(settings, prefix, objects, multipart)
+    print(f"  replica copies {'keep' if checksums else 'lack'} the full-object checksum")
+    expected = populate(settings, prefix, objects, multipart, checksums)
     primary, pbucket = s3_client(settings, "primary"), s3_bucket(settings, "primary")
     replica, rbucket = s3_client(settings, "replica"), s3_bucket(settings, "replica")
     try:
@@ -210,9 +220,10 @@ def bench_replication(settings: Settings, objects: int, multipart: int, rounds: 
         rclone_keys = set(rclone_found)
         visible_to_rclone = {k for k in expected if "/multipart/" not in k}
         agree = rclone_keys == visible_to_rclone and rclone_keys <= set(ours)
-        hashed = len(diff.to_hash)
+        hashed, summed = len(diff.to_hash), len(diff.by_checksum)
         print(
-            f"  ours (best):   {ours_seconds:7.2f} s  findings {len(ours)} (hashed {hashed} multipart pairs)"
+            f"  ours (best):   {ours_seconds:7.2f} s  findings {len(ours)} (multipart pairs: {summed} by "
+            f"S3 checksums, {hashed} hashed)"
         )
         print(f"  rclone (best): {rclone_seconds:7.2f} s  findings {len(rclone_found)}  [{summary}]")
         print(f"  ratio ours/rclone: {ours_seconds / rclone_seconds:.2f}x")
@@ -364,10 +375,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--multipart", type=int, default=10)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="copy replicas without full-object checksums (the check then hashes every multipart pair)",
+    )
     args = parser.parse_args(argv)
     settings = sandbox_settings()
     if args.only in (None, "replication"):
-        bench_replication(settings, args.objects, args.multipart, args.rounds)
+        bench_replication(settings, args.objects, args.multipart, args.rounds, not args.no_checksums)
     if args.only in (None, "restore"):
         bench_backup_restore(settings, args.rows, args.rounds)
     return 0
