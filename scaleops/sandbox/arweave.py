@@ -29,12 +29,41 @@ MAX_BUNDLE_BYTES = 2 * 1024 * 1024
 
 LAUNCHER = """
 // scaleops sandbox: arlocal + a miner (one block every MINE_EVERY_MS)
+const path = require('path');
 const ArLocal = require(process.env.ARLOCAL).default;
+const { ChunkDB } = require(path.join(path.dirname(process.env.ARLOCAL), 'db', 'chunks.js'));
 const port = +process.env.PORT;
 const every = +process.env.MINE_EVERY_MS;
+
+// Speed-ups for a throwaway test gateway (issue 14, benchmarks), arlocal's own code untouched. Profiled
+// under the archive bench, POST /tx of an ANS-104 bundle was mostly waiting on SQLite: arlocal writes each
+// bundled item with ~8 statements, each its own autocommit (one fsync each), and for every bundle it reads
+// *all* of `chunks` (every byte ever posted, base64) sorted by offset to take the first row
+// (ChunkDB.getLastChunkOffset: no LIMIT, no index), so a post got slower as the db grew.
+//  - journal_mode=WAL + synchronous=OFF: no fsync per statement. A sandbox may lose its last writes on an
+//    OS crash (not on a process crash); it holds nothing that is not re-made (`sandbox up` re-funds).
+//  - indexes arlocal lacks: chunks(offset), chunks(data_root, data_size) (chunk lookups of a bundle),
+//    transactions(block) (the miner's "pending" query). Created IF NOT EXISTS: harmless on its schema.
+//  - getLastChunkOffset reads the same row (the largest offset) with LIMIT 1 instead of every row.
+// Applied only after start(): a query before it creates db.sqlite, and arlocal then skips making its tables.
+async function tune(db) {
+  const pragmas = ['PRAGMA journal_mode=WAL', 'PRAGMA synchronous=OFF', 'PRAGMA cache_size=-65536'];
+  for (const sql of pragmas) await db.raw(sql);
+  // synchronous and cache_size are per connection: also on any connection knex's pool opens later
+  db.client.pool.on('createSuccess', (_id, conn) => { for (const sql of pragmas) conn.run(sql); });
+  await db.raw('CREATE INDEX IF NOT EXISTS scaleops_chunks_offset ON chunks ("offset")');
+  await db.raw('CREATE INDEX IF NOT EXISTS scaleops_chunks_root ON chunks (data_root, data_size)');
+  await db.raw('CREATE INDEX IF NOT EXISTS scaleops_transactions_block ON transactions (block)');
+  ChunkDB.prototype.getLastChunkOffset = async function () {
+    const chunk = await this.connection('chunks').select('offset').orderBy('offset', 'desc').first();
+    return !chunk || !chunk.offset ? 0 : chunk.offset;
+  };
+}
+
 (async () => {
   const node = new ArLocal(port, false, process.env.DB_PATH, true);
   await node.start();
+  await tune(node.connection);
   console.log(`arlocal on 127.0.0.1:${port}, mining every ${every} ms`);
   setInterval(() => { fetch(`http://127.0.0.1:${port}/mine`).catch(() => {}); }, every);
   const stop = async () => { try { await node.stop(); } finally { process.exit(0); } };
@@ -107,7 +136,7 @@ class Arlocal(Service):
             "SCALEOPS_ARCHIVE__WALLET_JWK": self.wallet_jwk(),
             "SCALEOPS_ARCHIVE__CONFIRMATIONS": str(CONFIRMATIONS),
             "SCALEOPS_ARCHIVE__DROP_AFTER_BLOCKS": str(DROP_AFTER_BLOCKS),
-            # arlocal unbundles a posted bundle item by item (SQLite) before it answers (~20 items/s)
+            # arlocal unbundles a posted bundle item by item (SQLite) before it answers
             "SCALEOPS_ARCHIVE__MAX_BUNDLE_BYTES": str(MAX_BUNDLE_BYTES),
             "SCALEOPS_ARCHIVE__TIMEOUT_SECONDS": "300",
         }
