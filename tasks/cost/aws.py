@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -101,13 +103,39 @@ def changed_on(item: Item, *codes: str) -> Iterator[None]:
         raise
 
 
+class Listings:
+    """Whole listings (every volume, instance, self-owned image of a region) shared by the policies of
+    one scope while nothing changes them (a dry run): each is asked of AWS once, by the first policy
+    that needs it, while the others wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, str], Future[list[dict[str, Any]]]] = {}
+
+    def get(self, key: tuple[str, str], load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        with self._lock:
+            made = self._made.get(key)
+            mine = made is None
+            if made is None:
+                made = self._made[key] = Future()
+        if mine:
+            try:
+                made.set_result(load())
+            except BaseException as exc:  # those waiting get the error; the next asker (a retry) loads again
+                with self._lock:
+                    del self._made[key]
+                made.set_exception(exc)
+        return made.result()
+
+
 class AwsResource(Resource):
     provider: ClassVar[str] = "aws"
 
-    def __init__(self, scope: AwsScope, prices: PriceTable):
+    def __init__(self, scope: AwsScope, prices: PriceTable, listings: Listings | None = None):
         self.aws = scope
         self.scope = scope.region
         self.prices = prices
+        self.listings = listings  # shared whole listings, in a dry run only (see Listings)
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
@@ -119,6 +147,16 @@ class AwsResource(Resource):
         paginator = self.client(service).get_paginator(operation)
         for page in paginator.paginate(**kwargs):
             yield from page.get(key) or []
+
+    def listing(self, operation: str, key: str) -> list[dict[str, Any]]:
+        """A whole EC2 listing of the region (shared with the scope's other policies when `listings`)."""
+
+        def load() -> list[dict[str, Any]]:
+            if operation == "describe_images":  # not paginated; self-owned only
+                return list(self.client("ec2").describe_images(Owners=["self"]).get("Images", []))
+            return list(self.pages("ec2", operation, key))
+
+        return load() if self.listings is None else self.listings.get((operation, key), load)
 
     def metric_target(self, item: Item) -> tuple[str, list[dict[str, str]]]:
         """(CloudWatch namespace, dimensions) of the item, for `metric_below`."""
@@ -212,7 +250,7 @@ class EbsVolume(AwsResource):
         )
 
     def find(self) -> list[Item]:
-        items = [self.item(v) for v in self.pages("ec2", "describe_volumes", "Volumes")]
+        items = [self.item(v) for v in self.listing("describe_volumes", "Volumes")]
         _VOLUMES[self.aws] = {i.id: i.monthly_usd for i in items}  # prices stopped instances' volumes
         return items
 
@@ -250,9 +288,9 @@ class EbsSnapshot(AwsResource):
     filters: ClassVar[dict[str, str]] = {**AGE, **TAG, **UNREFERENCED}
 
     def find(self) -> list[Item]:
-        volumes = {v["VolumeId"] for v in self.pages("ec2", "describe_volumes", "Volumes")}
+        volumes = {v["VolumeId"] for v in self.listing("describe_volumes", "Volumes")}
         used = set()
-        for image in self.client("ec2").describe_images(Owners=["self"]).get("Images", []):
+        for image in self.listing("describe_images", "Images"):
             for mapping in image.get("BlockDeviceMappings") or []:
                 if (mapping.get("Ebs") or {}).get("SnapshotId"):
                     used.add(mapping["Ebs"]["SnapshotId"])
@@ -321,7 +359,7 @@ class Ec2Instance(AwsResource):
     def find(self) -> list[Item]:
         instances = [
             i
-            for r in self.pages("ec2", "describe_instances", "Reservations")
+            for r in self.listing("describe_instances", "Reservations")
             for i in r.get("Instances", [])
             if i["State"]["Name"] not in ("terminated", "shutting-down")
         ]
@@ -381,7 +419,7 @@ class Ami(AwsResource):
         ec2 = self.client("ec2")
         used = {
             i.get("ImageId")
-            for r in self.pages("ec2", "describe_instances", "Reservations")
+            for r in self.listing("describe_instances", "Reservations")
             for i in r.get("Instances", [])
             if i["State"]["Name"] != "terminated"
         }
@@ -394,7 +432,7 @@ class Ami(AwsResource):
             ):
                 used.add((version.get("LaunchTemplateData") or {}).get("ImageId"))
         items = []
-        for image in ec2.describe_images(Owners=["self"]).get("Images", []):
+        for image in self.listing("describe_images", "Images"):
             tags = tags_of(image)
             gib = sum(
                 (m.get("Ebs") or {}).get("VolumeSize", 0) for m in image.get("BlockDeviceMappings") or []

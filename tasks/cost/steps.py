@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from scaleops.core.clients import cost_aws_options
 from scaleops.core.retry import call_with_retry, io_task
 from scaleops.core.settings import Settings
-from tasks.cost.aws import AwsResource, AwsScope
+from tasks.cost.aws import AwsResource, AwsScope, Listings
 from tasks.cost.catalog import RESOURCES
 from tasks.cost.guards import account_identity, refusal
 from tasks.cost.kube import KubeResource, KubeScope
@@ -89,11 +89,15 @@ def kube_scopes(settings: Settings, policies: list[Policy], report: CostReport) 
 
 
 def make_resource(
-    policy: Policy, scope: AwsScope | KubeScope, prices: PriceTable, kube_client: Any = None
+    policy: Policy,
+    scope: AwsScope | KubeScope,
+    prices: PriceTable,
+    kube_client: Any = None,
+    listings: Listings | None = None,
 ) -> Any:
     kind = RESOURCES[policy.resource]
     if issubclass(kind, AwsResource) and isinstance(scope, AwsScope):
-        return kind(scope, prices)
+        return kind(scope, prices, listings)
     if issubclass(kind, KubeResource) and isinstance(scope, KubeScope):
         return kind(scope, prices, kube_client)
     raise TypeError(f"{policy.resource} cannot run in scope {scope}")
@@ -132,8 +136,10 @@ def apply_policies(
     prices = load_prices(settings.cost.prices)
     kube_client = scope.api_client() if isinstance(scope, KubeScope) else None
 
+    listings = Listings()  # a dry run changes nothing: the scope's policies share whole listings
+
     def evaluate(policy: Policy) -> ScopeResult:
-        resource = make_resource(policy, scope, prices, kube_client)
+        resource = make_resource(policy, scope, prices, kube_client, listings)
         namespaces = settings.cost.protected_namespaces
 
         def once() -> PolicyResult:

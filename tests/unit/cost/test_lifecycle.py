@@ -5,6 +5,7 @@ dry run changes nothing."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,21 @@ def test_a_tag_batch_refused_for_a_vanished_resource_is_retried_one_by_one() -> 
 
     with pytest.raises(ClientError):  # anything but a vanished resource is an error (the retry policy's)
         resource.tag_batches(items, throttled)
+
+
+def test_shared_listings_load_once_and_a_failed_load_is_asked_again() -> None:
+    from tasks.cost.aws import Listings
+
+    listings, calls = Listings(), []
+
+    def load() -> list[dict[str, Any]]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("reset")
+        return [{"VolumeId": "vol-1"}]
+
+    with pytest.raises(ConnectionError):
+        listings.get(("describe_volumes", "Volumes"), load)
+    assert listings.get(("describe_volumes", "Volumes"), load) == [{"VolumeId": "vol-1"}]
+    assert listings.get(("describe_volumes", "Volumes"), load) == [{"VolumeId": "vol-1"}]
+    assert len(calls) == 2
