@@ -9,7 +9,8 @@ incomplete multipart uploads. Then, against the same state, dry run, interleaved
 - Cloud Custodian (`custodian run --dryrun`, c7n in its own venv, default /tmp/c7n; reaches moto through
   AWS_ENDPOINT_URL) with the same policies written in its language (CUSTODIAN);
 - `scaleops run cost-cleanup` with the shipped AWS policies (a whole flow run on the sandbox's Prefect
-  server, as an operator runs it), and the duty's policy evaluation alone (`run_policy` per policy).
+  server, as an operator runs it), and the duty's dry-run evaluation of the region alone
+  (`dry_run_scope`, what its task runs, without Prefect).
 
 It prints, per policy, whether the findings are the same set of resource ids both ways (the multipart
 policy, which Custodian cannot express, against a direct ListMultipartUploads), the time ratio
@@ -42,10 +43,9 @@ import yaml
 from scaleops.core.settings import Settings
 from scaleops.sandbox.manager import Sandbox
 from tasks.cost.aws import AwsScope
-from tasks.cost.catalog import RESOURCES
-from tasks.cost.lifecycle import run_policy
 from tasks.cost.policy import parse_policies
 from tasks.cost.prices import load_prices
+from tasks.cost.steps import dry_run_scope
 
 # moto keeps terminated instances listed for ever, so each estate gets a region nobody used before
 # (not the sandbox's, the cost_estate service's or the integration tests')
@@ -335,14 +335,16 @@ def reference_findings(scope: AwsScope) -> dict[str, set[str]]:
 
 
 def ours_in_process(scope: AwsScope) -> tuple[float, dict[str, set[str]]]:
-    prices = load_prices()
+    """The duty's dry-run evaluation of one region (`dry_run_scope`, what its task runs), no Prefect."""
     found: dict[str, set[str]] = {}
     started = time.perf_counter()
-    for policy in parse_policies(our_policies()):
-        resource = RESOURCES[policy.resource](scope, prices)  # type: ignore[call-arg]
-        result = run_policy(resource, policy, datetime.now(UTC), dry_run=True, remaining=0)
-        found[policy.name] = {f.id for f in result.findings if f.state != "protected"}
-    return time.perf_counter() - started, found
+    outcomes = dry_run_scope(parse_policies(our_policies()), scope, datetime.now(UTC), load_prices())
+    seconds = time.perf_counter() - started
+    for outcome in outcomes:
+        if outcome.result is None:
+            raise RuntimeError(f"{outcome.policy.name}: {outcome.error}")
+        found[outcome.policy.name] = {f.id for f in outcome.result.findings if f.state != "protected"}
+    return seconds, found
 
 
 def ours_flow(env: dict[str, str], workdir: Path) -> tuple[float, dict[str, set[str]]]:

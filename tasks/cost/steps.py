@@ -4,6 +4,7 @@ the audit rows. Thin tasks over the plain functions of the other modules."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,6 +116,36 @@ class ScopeResult:
     error: str | None = None
 
 
+def dry_run_scope(
+    policies: list[Policy],
+    scope: AwsScope | KubeScope,
+    as_of: datetime,
+    prices: PriceTable,
+    protected_namespaces: Collection[str] = (),
+    kube_client: Any = None,
+) -> list[ScopeResult]:
+    """Every policy in one scope, changing nothing: the policies list side by side (their time is API
+    calls) and share the scope's whole listings; a transient error retries that policy alone, any other
+    fails that policy alone."""
+    listings = Listings()
+
+    def evaluate(policy: Policy) -> ScopeResult:
+        resource = make_resource(policy, scope, prices, kube_client, listings)
+
+        def once() -> PolicyResult:
+            return run_policy(
+                resource, policy, as_of, dry_run=True, remaining=0, protected_namespaces=protected_namespaces
+            )
+
+        try:
+            return ScopeResult(policy, call_with_retry(once))
+        except Exception as exc:  # one policy failing never hides the scope's others
+            return ScopeResult(policy, error=f"{type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(DRY_RUN_WORKERS, len(policies)))) as pool:
+        return list(pool.map(evaluate, policies))
+
+
 @io_task(task_run_name="cost-{scope_name}", retries=0)  # transient errors are retried per policy inside
 def apply_policies(
     settings: Settings,
@@ -136,25 +167,8 @@ def apply_policies(
     prices = load_prices(settings.cost.prices)
     kube_client = scope.api_client() if isinstance(scope, KubeScope) else None
 
-    listings = Listings()  # a dry run changes nothing: the scope's policies share whole listings
-
-    def evaluate(policy: Policy) -> ScopeResult:
-        resource = make_resource(policy, scope, prices, kube_client, listings)
-        namespaces = settings.cost.protected_namespaces
-
-        def once() -> PolicyResult:
-            return run_policy(
-                resource, policy, as_of, dry_run=True, remaining=0, protected_namespaces=namespaces
-            )
-
-        try:
-            return ScopeResult(policy, call_with_retry(once))
-        except Exception as exc:  # one policy failing never hides the scope's others
-            return ScopeResult(policy, error=f"{type(exc).__name__}: {exc}")
-
-    if dry_run:  # nothing changes: the policies of a scope list side by side (their calls are I/O)
-        with ThreadPoolExecutor(max_workers=max(1, min(DRY_RUN_WORKERS, len(policies)))) as pool:
-            return list(pool.map(evaluate, policies))
+    if dry_run:
+        return dry_run_scope(policies, scope, as_of, prices, settings.cost.protected_namespaces, kube_client)
     from scaleops.core.clients import postgres_connect
     from tasks.cost.audit import write_rows
 
