@@ -107,6 +107,14 @@ class Arlocal(Service):
         }
         spawn([node, str(launcher)], cwd=self.home, log=self.log, pidfile=self.pidfiles()[0], env=dict(env))
 
+    def outdated(self) -> bool:
+        """Started from another launcher (e.g. before the SQLite tuning): `sandbox up` restarts it. The db
+        persists (wallets, balances, blocks; arlocal resumes at its last block) and `ready` re-funds."""
+        try:
+            return (self.home / "arlocal-miner.js").read_text() != LAUNCHER
+        except OSError:
+            return True
+
     def probe(self) -> bool:
         status, body = http_request("GET", f"{self.url()}/info")
         return status == 200 and b"height" in body
