@@ -16,6 +16,7 @@ from scaleops.core.reporting import run_logger
 from scaleops.core.settings import CapacitySettings, SeriesSettings
 from tasks.capacity.models import (
     DAY,
+    MAX_HORIZON_STEPS,
     WEEK,
     Forecast,
     SeriesData,
@@ -91,6 +92,9 @@ def analyse_series(
     if repaired is not None:  # forecast the repaired series itself, gaps left missing as NaN
         checked.timestamps, checked.values = repaired.timestamps, repaired.values
     h = horizon_steps_ or max(1, math.ceil((horizon_seconds or WEEK) / step))
+    if h > MAX_HORIZON_STEPS:  # a huge horizon would only allocate (issue 18.8): refuse this series
+        failure = f"horizon: {h} steps of {step:g}s asked, at most {MAX_HORIZON_STEPS} are forecast"
+        return Validated(ok=False, failures=[failure], notes=checked.notes), None, step, repaired
     job = {"values": checked.values, "step_seconds": step, "horizon": h, "bounds": bounds}
     return checked, job, step, repaired
 

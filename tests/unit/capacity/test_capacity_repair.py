@@ -325,6 +325,21 @@ def test_the_flow_path_repairs_then_validates_the_repaired_series() -> None:
     assert job is None and [f.split(":")[0] for f in stale.failures] == ["fresh"]  # the suite still decides
 
 
+def test_the_flow_path_refuses_a_horizon_it_would_only_allocate_for() -> None:
+    """A flow run asked for horizon=99999999999s fails that series by name (issue 18.8), it does not try
+    to allocate hundreds of GiB; a sane horizon for the same series still forecasts."""
+    from tasks.capacity.analysis import analyse_series
+    from tasks.capacity.models import MAX_HORIZON_STEPS, SeriesData
+
+    stamps, values = read_series_csv(FIXTURES / "ec2_request_latency_dst.csv")
+    data = SeriesData("ec2", timestamps=stamps, values=values)
+    checked, job, _, _ = analyse_series(data, as_of=max(stamps) + 60, horizon_seconds=99_999_999_999.0)
+    assert job is None and not checked.ok
+    assert checked.failures[0].startswith("horizon:") and str(MAX_HORIZON_STEPS) in checked.failures[0]
+    _, job, _, _ = analyse_series(data, as_of=max(stamps) + 60, horizon_seconds=86_400.0)
+    assert job is not None and job["horizon"] == 86_400 // STEP
+
+
 def test_flow_and_command_forecast_a_series_with_a_long_gap_left(tmp_path: Path) -> None:
     """Too short to cut at its long gap: the flow path validates the observed points (the gap is in
     `repairs`, not a cadence failure) and forecasts with the NaN left; so does the command, with --gx."""
