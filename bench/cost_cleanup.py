@@ -20,8 +20,8 @@ Custodian's carry none, `state-age` with `days: 0, op: ge`, and it runs with `--
 describe cache would otherwise answer from an earlier estate).
 
 Run: `.venv/bin/python -m bench.cost_cleanup [--resources 100 5000] [--rounds 3] [--c7n PATH]`
-(needs `scaleops sandbox up`; --c7n defaults to /tmp/c7n/bin/custodian, installed with
-`python -m venv /tmp/c7n && /tmp/c7n/bin/pip install c7n`).
+(needs `scaleops sandbox up`; --c7n defaults to /tmp/c7n/bin/custodian, which the bench installs when
+missing: `python -m venv /tmp/c7n && /tmp/c7n/bin/pip install c7n==0.9.53`).
 """
 
 from __future__ import annotations
@@ -395,12 +395,27 @@ def compare(
     return same
 
 
+DEFAULT_C7N = "/tmp/c7n/bin/custodian"  # noqa: S108 - where FIELD-NOTES puts it
+C7N_VERSION = "0.9.53"  # the version the results in docs/benchmarks.md were measured with
+
+
+def install_c7n(venv: Path) -> None:
+    """Cloud Custodian in a virtualenv of its own (its pins never touch the project's), as `make bench`
+    must install what it needs on a fresh machine."""
+    print(f"installing c7n=={C7N_VERSION} into {venv} (once)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"c7n=={C7N_VERSION}"]
+    subprocess.run(pip, check=True)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.cost_cleanup", description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, nargs="+", default=[100, 5000])
-    parser.add_argument("--c7n", default="/tmp/c7n/bin/custodian")  # noqa: S108 - where FIELD-NOTES puts it
+    parser.add_argument("--c7n", default=DEFAULT_C7N, help="custodian (installed when missing)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if not Path(args.c7n).exists() and args.c7n == DEFAULT_C7N:
+        install_c7n(Path(DEFAULT_C7N).parents[1])
     if not Path(args.c7n).exists():
         print(f"no Cloud Custodian at {args.c7n}: python -m venv /tmp/c7n && /tmp/c7n/bin/pip install c7n")
         return 2
