@@ -16,7 +16,7 @@ from scaleops.core.duties import duty
 from scaleops.core.redaction import REDACTOR
 from scaleops.core.reporting import utcnow
 from scaleops.core.settings import Settings
-from tasks.common.health import Check, endpoint_health, postgres_health, redis_health, s3_health
+from tasks.common.health import UNREACHABLE, Check, endpoint_health, postgres_health, redis_health, s3_health
 from tasks.preflight.report import PreflightReport
 
 System = Literal[
@@ -83,6 +83,8 @@ def preflight(
         check: Check = future.result()
         check.detail = REDACTOR.text(check.detail)
         report.checks.append(check)
-        if not check.ok:
+        if check.facts.get(UNREACHABLE):  # a wrong endpoint: could not check, exit 2, like every duty
+            report.step_failed(f"{check.system}: {check.detail}")
+        elif not check.ok:  # it answered, and what it answered is wrong
             report.problem(f"{check.system} ({check.target}): {check.detail}")
     return report

@@ -23,11 +23,14 @@ from scaleops.core.clients import (
     s3_bucket,
     s3_client,
 )
-from scaleops.core.endpoints import what_failed
+from scaleops.core.endpoints import unreachable, what_failed
 from scaleops.core.retry import io_task
 from scaleops.core.settings import Settings
 
 RedisTarget = Literal["standalone", "cluster"]
+
+
+UNREACHABLE = "unreachable"  # in a Check's facts: the system did not answer at all (its setting is named)
 
 
 class Check(BaseModel):
@@ -41,13 +44,24 @@ class Check(BaseModel):
     facts: dict[str, Any] = {}
 
 
-def timed_check(system: str, target: str, probe: Callable[[], tuple[bool, str, dict[str, Any]]]) -> Check:
-    """Run `probe` and turn its verdict, or the exception it raised, into a Check."""
+def timed_check(
+    system: str,
+    target: str,
+    probe: Callable[[], tuple[bool, str, dict[str, Any]]],
+    settings: Settings | None = None,
+) -> Check:
+    """Run `probe` and turn its verdict, or the exception it raised, into a Check. A system that does
+    not answer is named by its setting ('SCALEOPS_REDIS__URL: connection refused at ...') and marked
+    `unreachable` in the facts; any other exception is named after its class."""
     started = time.perf_counter()
     try:
         ok, detail, facts = probe()
-    except Exception as exc:  # a probe that raises is a failed check, named after the exception
-        ok, detail, facts = False, f"{type(exc).__name__}: {exc}", {}
+    except Exception as exc:  # a probe that raises is a failed check
+        named = unreachable(exc, settings) if settings is not None else None
+        if named:
+            ok, detail, facts = False, named, {UNREACHABLE: True}
+        else:
+            ok, detail, facts = False, f"{type(exc).__name__}: {exc}", {}
     return Check(
         system=system,
         target=target,
@@ -84,7 +98,7 @@ def check_postgres(settings: Settings, role: PostgresRole) -> Check:
             return False, f"expected the server to be {expected}", facts
         return True, f"PostgreSQL {facts['server_version']}", facts
 
-    return timed_check(f"postgres_{role}", role, probe)
+    return timed_check(f"postgres_{role}", role, probe, settings)
 
 
 @io_task(task_run_name="postgres-health-{role}")
@@ -119,7 +133,7 @@ def check_redis(settings: Settings, target: RedisTarget) -> Check:
             client.close()
         return state == "ok", f"cluster_state:{state}", facts
 
-    return timed_check(f"redis_{target}", target, probe)
+    return timed_check(f"redis_{target}", target, probe, settings)
 
 
 @io_task(task_run_name="redis-health-{target}")
@@ -145,7 +159,7 @@ def check_bucket(settings: Settings, region: S3Region) -> Check:
             return False, f"bucket is in {facts['region']}, settings say {expected}", facts
         return True, f"s3://{bucket} in {expected}", facts
 
-    return timed_check(f"s3_{region}", f"s3://{bucket}", probe)
+    return timed_check(f"s3_{region}", f"s3://{bucket}", probe, settings)
 
 
 @io_task(task_run_name="s3-health-{region}")
@@ -161,6 +175,8 @@ def check_http(system: str, url: str, path: str, setting: str, timeout: float = 
     def probe() -> tuple[bool, str, dict[str, Any]]:
         try:
             answer = httpx.get(url.rstrip("/") + path, timeout=timeout)
+        except httpx.TransportError as exc:  # nothing answered
+            return False, f"{setting}: {what_failed(exc)} at {url}", {UNREACHABLE: True}
         except httpx.HTTPError as exc:
             return False, f"{setting}: {what_failed(exc)} at {url}", {}
         if answer.is_success:
@@ -180,7 +196,9 @@ def check_chain(settings: Settings, name: str) -> Check:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": []}
         try:
             answer = httpx.post(chain.rpc_url, json=body, timeout=chain.rpc_timeout_seconds).json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.TransportError as exc:  # nothing answered
+            return False, f"{setting}: {what_failed(exc)} at {chain.rpc_url}", {UNREACHABLE: True}
+        except (httpx.HTTPError, ValueError) as exc:  # something answered, not JSON-RPC
             return False, f"{setting}: {what_failed(exc)} at {chain.rpc_url}", {}
         if "error" in answer or "result" not in answer:
             return False, f"{setting}: {method} answered {str(answer.get('error'))[:200]}", {}

@@ -53,13 +53,16 @@ def test_all_systems_answer(sandbox_env: dict[str, str]) -> None:
     assert password not in result.stdout + result.stderr
 
 
-def test_a_system_down_is_a_problem_exit_1(sandbox_env: dict[str, str]) -> None:
-    dead = f"redis://127.0.0.1:{free_port()}/0"
-    result = run_cli({**sandbox_env, "SCALEOPS_REDIS__URL": dead}, "run", "preflight", "--json")
-    assert result.returncode == 1, result.stderr
+def test_a_system_down_could_not_be_checked_exit_2_naming_its_setting(sandbox_env: dict[str, str]) -> None:
+    """A wrong endpoint ends preflight as every duty: 'could not check', exit 2, the variable named."""
+    dead = f"redis://127.0.0.1:{free_port()}"
+    result = run_cli({**sandbox_env, "SCALEOPS_REDIS__URL": f"{dead}/0"}, "run", "preflight", "--json")
+    assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
-    assert report["ok"] is False
-    assert any(p.startswith("redis_standalone") for p in report["problems"])
+    assert report["ok"] is False and report["problems"] == []
+    assert [s for s in report["failed_steps"] if s.startswith("redis_standalone")] == [
+        f"redis_standalone: SCALEOPS_REDIS__URL: connection refused at {dead}"
+    ], report["failed_steps"]
 
 
 def test_replica_pointed_at_primary_is_caught(sandbox_env: dict[str, str]) -> None:
@@ -81,7 +84,7 @@ def test_bad_settings_and_bad_params_exit_2(sandbox_env: dict[str, str]) -> None
 def test_a_wrong_chain_endpoint_is_named_by_its_setting(sandbox_env: dict[str, str]) -> None:
     env = {**sandbox_env, "SCALEOPS_CHAINS__OPTIMISM__RPC_URL": f"http://127.0.0.1:{free_port()}"}
     result = run_cli(env, "run", "preflight", "--json", "--param", 'systems=["chains", "alert_bridge"]')
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
     failed = {c["system"]: c["detail"] for c in report["checks"] if not c["ok"]}
     assert list(failed) == ["chain_optimism"], report["checks"]
