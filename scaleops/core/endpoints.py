@@ -11,13 +11,12 @@ them against every endpoint the settings hold.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-from scaleops.core.retry import is_transient
+from scaleops.core.retry import exception_chain, is_transient
 from scaleops.core.settings import Settings, env_name
 
 DEFAULT_PORTS = {
@@ -68,19 +67,10 @@ def endpoints(settings: Settings) -> list[tuple[str, str, str, int]]:
     return found
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def tried(exc: BaseException) -> list[tuple[str, int]]:
     """The (host, port) pairs an error and its causes name."""
     pairs: list[tuple[str, int]] = []
-    for link in _chain(exc):
+    for link in exception_chain(exc):
         texts = [str(link), repr(link)]
         try:  # httpx errors carry their request, whose URL their message leaves out
             request = getattr(link, "request", None)
@@ -112,13 +102,13 @@ def _is_connection_error(exc: BaseException) -> bool:
         return True
     return any(
         type(link).__name__ == "OperationalError" and any(w in str(link) for w in CREDENTIALS_REFUSED)
-        for link in _chain(exc)
+        for link in exception_chain(exc)
     )
 
 
 def what_failed(exc: BaseException) -> str:
     """'connection refused', 'timed out', 'host not found', or the error's first line."""
-    text = " ".join(str(link) for link in _chain(exc)).lower()
+    text = " ".join(str(link) for link in exception_chain(exc)).lower()
     if "password authentication failed" in text:
         return "password authentication failed"
     if "pg_hba.conf" in text:

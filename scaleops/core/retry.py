@@ -166,7 +166,8 @@ def _rpc_code(exc: BaseException) -> int | None:
     return None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then its causes and contexts, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -177,7 +178,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the operation that raised `exc` can succeed (walks `__cause__`/`__context__`)."""
-    for link in _chain(exc):
+    for link in exception_chain(exc):
         verdict = _classify_one(link)
         if verdict is not None:
             return verdict

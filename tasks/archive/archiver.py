@@ -167,6 +167,26 @@ def upload_items(bundler: Bundler, items: Sequence[DataItem]) -> tuple[dict[str,
     return receipts, total, charged
 
 
+def write_signed_ahead(
+    ctx: Context,
+    record: ledger.Bundle,
+    data: bytes,
+    members: Sequence[ledger.Item],
+    signed: Sequence[DataItem],
+    shares: Sequence[int],
+) -> None:
+    """Both modes: the signed batch and each item's share of its price are in the ledger before a byte
+    leaves (what a crash after this point finds, and never pays for again)."""
+    ledger.write_ahead(
+        ctx.conn,
+        record,
+        data,
+        [(item.sha256, s.id, w) for item, s, w in zip(members, signed, shares, strict=True)],
+    )
+    ctx.report.items_signed += len(signed)
+    crashpoint("signed")
+
+
 def upload_batch(
     ctx: Context, members: Sequence[ledger.Item], signed: Sequence[DataItem], data: bytes, price: int
 ) -> int:
@@ -176,14 +196,7 @@ def upload_batch(
     shares = split_winston(price, [len(s.raw) for s in signed])
     raw_tx = {"id": name, "items": [s.id for s in signed]}
     record = ledger.Bundle(name, "bundler", "signed", raw_tx, len(signed), len(data), price)
-    ledger.write_ahead(
-        ctx.conn,
-        record,
-        data,
-        [(item.sha256, s.id, w) for item, s, w in zip(members, signed, shares, strict=True)],
-    )
-    ctx.report.items_signed += len(signed)
-    crashpoint("signed")
+    write_signed_ahead(ctx, record, data, members, signed, shares)
     receipts, total, charged = upload_items(need_bundler(ctx), signed)
     crashpoint("sent")
     ledger.mark_posted(ctx.conn, name, ctx.gateway.height(), receipts=receipts, winston=total)
@@ -371,14 +384,7 @@ def archive_queued(ctx: Context, wallet: Wallet) -> None:
         tx = sign_transaction(wallet, data, price, ctx.gateway.anchor())
         shares = split_winston(price, [len(s.raw) for s in signed])
         record = ledger.Bundle(tx["id"], "gateway", "signed", tx, len(signed), len(data), price)
-        ledger.write_ahead(
-            ctx.conn,
-            record,
-            data,
-            [(item.sha256, s.id, w) for item, s, w in zip(members, signed, shares, strict=True)],
-        )
-        ctx.report.items_signed += len(signed)
-        crashpoint("signed")
+        write_signed_ahead(ctx, record, data, members, signed, shares)
         chunked = len(data) > ctx.settings.chunked_above_bytes
         ctx.gateway.post_transaction(tx, data, chunked)
         crashpoint("sent")
