@@ -6,20 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from starlette.testclient import TestClient
 
 from scaleops.ops.alert_bridge import (
     BridgeMetrics,
     Emission,
     PostgresDedupe,
-    PrefectUnavailable,
     create_app,
 )
+from tests.integration.ops.bridge_sink import RecordingSink
 
 TOKEN = "dedupe-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,36 +40,6 @@ def webhook(fingerprint: str, status: str = "firing", starts: str = "2026-11-26T
     }
 
 
-class RecordingSink:
-    def __init__(self, fail: bool = False) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.fail = fail
-
-    async def send(self, events: list[dict[str, Any]]) -> None:
-        if self.fail:
-            raise PrefectUnavailable("Prefect API unreachable: ConnectError")
-        await asyncio.sleep(0.01)  # a real round trip: lets concurrent requests overlap
-        self.events.extend(events)
-
-    async def close(self) -> None:
-        return None
-
-
-@pytest.fixture
-def dedupe_dsn(sandbox_env: dict[str, str]) -> Iterator[str]:
-    """A scratch database on the sandbox's primary (the bridge migrates it on start); dropped after."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
-    name = f"alerttest_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    yield make_conninfo(**{**conninfo_to_dict(base), "dbname": name})
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-
-
 def rows(dsn: str) -> list[tuple[Any, ...]]:
     import psycopg
 
@@ -87,16 +55,16 @@ def bridge(sink: RecordingSink, dsn: str, **kwargs: Any) -> TestClient:
     return TestClient(app)
 
 
-def test_a_repeat_is_emitted_once_across_a_bridge_restart(dedupe_dsn: str) -> None:
+def test_a_repeat_is_emitted_once_across_a_bridge_restart(store_dsn: str) -> None:
     fingerprint = uuid.uuid4().hex[:16]
     sink = RecordingSink()
-    with bridge(sink, dedupe_dsn) as first:
+    with bridge(sink, store_dsn) as first:
         answer = first.post("/alertmanager", json=webhook(fingerprint), headers=AUTH)
         assert answer.status_code == 202
         assert first.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).json() == answer.json()
     assert len(sink.events) == 1
     # the bridge restarts (and Prefect's 30-minute seen-cache would be gone too): Alertmanager repeats
-    with bridge(sink, dedupe_dsn) as second:
+    with bridge(sink, store_dsn) as second:
         again = second.post("/alertmanager", json=webhook(fingerprint), headers=AUTH)
         assert again.status_code == 202 and again.json() == answer.json()
         assert len(sink.events) == 1, "a repeat after a restart was emitted again"
@@ -113,15 +81,15 @@ def test_a_repeat_is_emitted_once_across_a_bridge_restart(dedupe_dsn: str) -> No
         "scaleops.alert.resolved",
         "scaleops.alert.firing",
     ]
-    stored = rows(dedupe_dsn)
+    stored = rows(store_dsn)
     assert len(stored) == 3 and {r[3] for r in stored} == {"emitted"}
     assert sorted(r[4] for r in stored) == [0, 0, 2]  # the first firing was repeated twice
 
 
-def test_concurrent_identical_webhooks_emit_once(dedupe_dsn: str) -> None:
+def test_concurrent_identical_webhooks_emit_once(store_dsn: str) -> None:
     fingerprint = uuid.uuid4().hex[:16]
     sink = RecordingSink()
-    app = create_app(sink, token=TOKEN, dedupe=PostgresDedupe(dedupe_dsn))  # type: ignore[arg-type]
+    app = create_app(sink, token=TOKEN, dedupe=PostgresDedupe(store_dsn))  # type: ignore[arg-type]
 
     async def storm() -> list[int]:
         transport = httpx.ASGITransport(app=app)
@@ -138,28 +106,28 @@ def test_concurrent_identical_webhooks_emit_once(dedupe_dsn: str) -> None:
     assert len(sink.events) == 1
 
 
-def test_a_failed_send_is_emitted_by_the_senders_retry(dedupe_dsn: str) -> None:
+def test_a_failed_send_is_emitted_by_the_senders_retry(store_dsn: str) -> None:
     fingerprint = uuid.uuid4().hex[:16]
-    with bridge(RecordingSink(fail=True), dedupe_dsn) as down:
+    with bridge(RecordingSink(fail=True), store_dsn) as down:
         assert down.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 503
-    assert rows(dedupe_dsn) == []  # the claim was released
+    assert rows(store_dsn) == []  # the claim was released
     sink = RecordingSink()
-    with bridge(sink, dedupe_dsn) as up:
+    with bridge(sink, store_dsn) as up:
         assert up.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 202
     assert len(sink.events) == 1
 
 
-def test_a_claim_left_by_a_crashed_request_goes_stale(dedupe_dsn: str) -> None:
+def test_a_claim_left_by_a_crashed_request_goes_stale(store_dsn: str) -> None:
     """A bridge killed between claim and send left a 'claimed' row: after claim_seconds a repeat emits."""
     from datetime import UTC, datetime
 
     fingerprint = uuid.uuid4().hex[:16]
     sink = RecordingSink()
-    with bridge(sink, dedupe_dsn, claim_seconds=1) as client:
+    with bridge(sink, store_dsn, claim_seconds=1) as client:
         from scaleops.ops.alert_bridge import Alert, event_id
 
         alert = Alert.model_validate(webhook(fingerprint)["alerts"][0])
-        crashed = PostgresDedupe(dedupe_dsn, migrate=False)
+        crashed = PostgresDedupe(store_dsn, migrate=False)
 
         async def claim_and_die() -> set[str]:
             await crashed.pool.open()
@@ -174,8 +142,8 @@ def test_a_claim_left_by_a_crashed_request_goes_stale(dedupe_dsn: str) -> None:
         time.sleep(1.2)
         assert client.post("/alertmanager", json=webhook(fingerprint), headers=AUTH).status_code == 202
         assert [e["id"] for e in sink.events] == [event_id(alert)]
-    assert rows(dedupe_dsn)[0][3] == "emitted"
-    assert rows(dedupe_dsn)[0][1] == datetime(2026, 11, 26, 10, tzinfo=UTC)
+    assert rows(store_dsn)[0][3] == "emitted"
+    assert rows(store_dsn)[0][1] == datetime(2026, 11, 26, 10, tzinfo=UTC)
 
 
 def test_an_unreachable_store_still_emits() -> None:
@@ -192,17 +160,17 @@ def test_an_unreachable_store_still_emits() -> None:
     assert len(sink.events) == 1
 
 
-def test_a_held_migration_lock_does_not_keep_the_bridge_from_serving(dedupe_dsn: str) -> None:
+def test_a_held_migration_lock_does_not_keep_the_bridge_from_serving(store_dsn: str) -> None:
     """Another process migrating (or stuck holding the lock): the bridge starts anyway and emits."""
     import psycopg
 
     from scaleops.core.migrations import MIGRATION_LOCK
 
     sink = RecordingSink()
-    with psycopg.connect(dedupe_dsn, autocommit=True) as holder:
+    with psycopg.connect(store_dsn, autocommit=True) as holder:
         holder.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         started = time.monotonic()
-        with bridge(sink, dedupe_dsn, migrate_lock_timeout=1) as client:
+        with bridge(sink, store_dsn, migrate_lock_timeout=1) as client:
             assert time.monotonic() - started < 10
             answer = client.post("/alertmanager", json=webhook(uuid.uuid4().hex[:16]), headers=AUTH)
             assert answer.status_code == 202

@@ -4,59 +4,26 @@ first alert never reached Prefect is opened again by the sender's retry."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
 from scaleops.ops.alert_bridge import (
     BridgeMetrics,
     Coalescing,
     PostgresDedupe,
-    PrefectUnavailable,
     create_app,
     default_prefect_file,
     duty_routes,
 )
+from tests.integration.ops.bridge_sink import RecordingSink
 
 TOKEN = "windows-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTES = duty_routes(default_prefect_file())
-
-
-class RecordingSink:
-    def __init__(self, fail: bool = False) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.fail = fail
-
-    async def send(self, events: list[dict[str, Any]]) -> None:
-        if self.fail:
-            raise PrefectUnavailable("Prefect API unreachable: ConnectError")
-        await asyncio.sleep(0.01)  # a real round trip: lets concurrent requests overlap
-        self.events.extend(events)
-
-    async def close(self) -> None:
-        return None
-
-
-@pytest.fixture
-def store_dsn(sandbox_env: dict[str, str]) -> Iterator[str]:
-    """A scratch database on the sandbox's primary (the bridge migrates it on start); dropped after."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    base = sandbox_env["SCALEOPS_POSTGRES__DSN"]
-    name = f"windowtest_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    yield make_conninfo(base, dbname=name)
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
 
 
 def bridge(sink: RecordingSink, dsn: str, seconds: float = 600) -> TestClient:
