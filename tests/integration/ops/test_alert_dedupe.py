@@ -17,7 +17,7 @@ from scaleops.ops.alert_bridge import (
     PostgresDedupe,
     create_app,
 )
-from tests.integration.ops.bridge_sink import RecordingSink
+from tests.bridge_sinks import RecordingSink
 
 TOKEN = "dedupe-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

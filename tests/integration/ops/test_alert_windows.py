@@ -19,7 +19,7 @@ from scaleops.ops.alert_bridge import (
     default_prefect_file,
     duty_routes,
 )
-from tests.integration.ops.bridge_sink import RecordingSink
+from tests.bridge_sinks import RecordingSink, ReportingSink
 
 TOKEN = "windows-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -118,17 +118,6 @@ def test_a_window_whose_lead_never_reached_prefect_is_opened_by_the_retry(store_
         assert up.post("/alertmanager", json=lead, headers=AUTH).status_code == 202
         up.post("/alertmanager", json=webhook("ReplicationLagHigh", instance="pg-1"), headers=AUTH)
     assert [e["event"] for e in sink.events] == ["scaleops.alert.firing", "scaleops.alert.coalesced"]
-
-
-class ReportingSink(RecordingSink):
-    """Answers whether a window's run has reported, as the bridge asks Prefect's events."""
-
-    def __init__(self, fail: bool = False) -> None:
-        super().__init__(fail)
-        self.reported: set[str] = set()
-
-    async def window_reported(self, window_id: str, opened_at: Any) -> bool:
-        return window_id in self.reported
 
 
 def test_alerts_after_the_storms_run_reported_start_one_follow_up(store_dsn: str) -> None:

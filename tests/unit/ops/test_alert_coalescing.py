@@ -16,30 +16,16 @@ from scaleops.core.settings import Settings
 from scaleops.ops.alert_bridge import (
     BridgeMetrics,
     Coalescing,
-    PrefectUnavailable,
     Window,
     create_app,
     default_prefect_file,
     duty_routes,
 )
+from tests.bridge_sinks import RecordingSink, ReportingSink
 
 TOKEN = "coalesce-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTES = duty_routes(default_prefect_file())
-
-
-class RecordingSink:
-    def __init__(self, fail: bool = False) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.fail = fail
-
-    async def send(self, events: list[dict[str, Any]]) -> None:
-        if self.fail:
-            raise PrefectUnavailable("Prefect API unreachable: ConnectError")
-        self.events.extend(events)
-
-    async def close(self) -> None:
-        return None
 
 
 class MemoryStore:
@@ -159,17 +145,6 @@ def test_an_alert_storm_starts_one_run_and_attaches_the_others() -> None:
         assert related["prefect.resource.id"] == f"scaleops.alert-window.{window}"
         assert event["payload"]["window"]["duty"] == "backup-verification"
     assert 'scaleops_alerts_coalesced_total{duty="backup-verification"} 3.0' in client.get("/metrics").text
-
-
-class ReportingSink(RecordingSink):
-    """A sink that also answers whether a window's run has reported (as Prefect's events do)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reported: set[str] = set()
-
-    async def window_reported(self, window_id: str, opened_at: datetime) -> bool:
-        return window_id in self.reported
 
 
 def test_alerts_after_the_run_reported_start_one_follow_up() -> None:

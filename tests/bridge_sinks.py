@@ -1,4 +1,4 @@
-"""A sink that records what the alert bridge would send to Prefect (shared by the bridge's tests)."""
+"""Sinks that record what the alert bridge would send to Prefect (its unit and integration tests)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,14 @@ class RecordingSink:
 
     async def close(self) -> None:
         return None
+
+
+class ReportingSink(RecordingSink):
+    """Also answers whether a window's run has reported, as the bridge asks Prefect's events."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(fail)
+        self.reported: set[str] = set()
+
+    async def window_reported(self, window_id: str, opened_at: Any) -> bool:
+        return window_id in self.reported
